@@ -1,0 +1,157 @@
+"""Run options: one dataclass per command, resolved once and saved as the run's config.yaml.
+
+Every option has one home here; a YAML file, the command line and the defaults all flow
+into these classes through `from_dict`, which refuses unknown keys and bad values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .samplers import SamplerConfig, SamplerKind
+
+
+@dataclass
+class BaseRunConfig:
+    """`tiltkit train base`: fit a generator to data."""
+
+    data: str = "25gaussians"
+    model: str = "vae"
+    model_kwargs: dict = field(default_factory=lambda: {"latent_dim": 2, "hidden": 256, "depth": 3})
+    steps: int = 6000
+    batch_size: int = 512
+    lr: float = 2e-3
+    lr_final: float = 1e-4  # cosine decay from lr to lr_final
+    n_train: int = 50_000
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TiltRunConfig:
+    """`tiltkit train tilt`: fit an energy on a frozen base by contrastive divergence."""
+
+    base: str = ""  # the base run directory
+    energy: str = "mlp"
+    energy_kwargs: dict = field(default_factory=lambda: {"hidden": 256, "depth": 3})
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    alpha: float = 0.1  # energy L2 regularization α·(E⁺² + E⁻²), tilting paper B.2
+    grad_clip: float = 1.0
+    train_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 60, 0.01))
+    sample_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 100, 0.01))
+    persistent: bool = False  # chains from a replay buffer in noise space instead of fresh N(0, I)
+    buffer_size: int = 10_000
+    reinit_prob: float = 0.05
+    compile: str = "auto"  # "auto": torch.compile U when the run is long enough to repay it; "on"; "off"
+    checkpoint_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+
+
+def to_dict(cfg) -> dict:
+    """Plain YAML-ready dict (enums as their values, tuples as lists)."""
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, (tuple, list)):
+            return [plain(i) for i in v]
+        if isinstance(v, dict):
+            return {k: plain(i) for k, i in v.items()}
+        return v
+    return plain(cfg)
+
+
+def from_dict(cls, values: dict, where: str = "config"):
+    """Build dataclass `cls` from `values`, checking keys and coercing types."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in values.items()}
+    cfg = cls(**kwargs)
+    validate(cfg, where)
+    return cfg
+
+
+def _coerce(hint, value, where: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(hint, value, where)
+    try:
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return hint(value)
+        if origin is tuple:
+            return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+        if hint is bool:
+            if isinstance(value, str):
+                return {"true": True, "false": False, "1": True, "0": False}[value.lower()]
+            return bool(value)
+        if hint in (int, float, str):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(value)
+        if hint is dict or origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError, KeyError):
+        raise UserError(f"{where}: invalid value {value!r}") from None
+    return value
+
+
+POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
+            "grad_clip")
+
+
+def validate(cfg, where: str) -> None:
+    """Non-positive counts, sizes and rates are refused with the key that is wrong."""
+    for name in POSITIVE:
+        value = getattr(cfg, name, None)
+        if value is not None and not value > 0:
+            raise UserError(f"{where}.{name} must be positive, got {value}")
+    if isinstance(cfg, TiltRunConfig):
+        if not 0 <= cfg.reinit_prob <= 1:
+            raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")
+        if cfg.compile not in ("auto", "on", "off"):
+            raise UserError(f"{where}.compile must be auto, on or off, got {cfg.compile!r}")
+
+
+def save_yaml(cfg, path: Path, kind: str) -> None:
+    from .training.checkpoint import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump({"kind": kind, **to_dict(cfg)}, sort_keys=False))
+
+
+CONFIGS = {"base": BaseRunConfig, "tilt": TiltRunConfig}
+
+
+def load_yaml(path: Path):
+    """(kind, config) from a run's config.yaml."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read the run config ({exc.__class__.__name__})") from None
+    if not isinstance(values, dict) or values.get("kind") not in CONFIGS:
+        raise UserError(f"{path}: not a tiltkit run config (expected 'kind: base' or 'kind: tilt')")
+    kind = values.pop("kind")
+    return kind, from_dict(CONFIGS[kind], values, str(path))

@@ -1,0 +1,7 @@
+"""Energy networks E(x) -> (B,)."""
+
+from .mlp import MLPEnergy
+
+ENERGIES = {"mlp": MLPEnergy}
+
+__all__ = ["ENERGIES", "MLPEnergy"]

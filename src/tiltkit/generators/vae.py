@@ -1,0 +1,91 @@
+"""MLPVAE: a VAE with a Gaussian decoder on vectors (the toy 2-D sets).
+
+Generative model (Kingma & Welling 2014), in standardized units y = (x − shift)/scale:
+    z ~ N(0, I_d),   y | z ~ N(μ_θ(z), diag σ²),   σ a learned per-feature parameter.
+Encoder q(z | y) = N(m(y), diag s²(y)). Training minimizes the negative ELBO
+    −ELBO(x) = −E_q[log p(y | z)] + KL(q(z | y) ‖ N(0, I)) + Σ log scale      (nats)
+Noise for tilting: ε_z alone (decode = decoder mean, the latent-EBM setting), or the pair
+(ε_z, ε_x) with x = μ(z) + σ·ε_x (the VAEBM setting, `pixel_noise=True`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import Standardize, mlp
+from ..outputs import LossOutput
+from ..samplers import noise as nz
+from ..samplers.noise import Noise
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class MLPVAE(nn.Module):
+    def __init__(self, data_dim: int, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
+                 pixel_noise: bool = False, min_log_sigma: float = -6.0, init_log_sigma: float = -3.0):
+        super().__init__()
+        self.data_dim, self.latent_dim, self.pixel_noise = data_dim, latent_dim, pixel_noise
+        self.min_log_sigma = min_log_sigma
+        self.standardize = Standardize(data_dim)
+        self.encoder = mlp(data_dim, hidden, depth, 2 * latent_dim)
+        self.decoder = mlp(latent_dim, hidden, depth, data_dim)
+        self.log_sigma = nn.Parameter(torch.full((data_dim,), init_log_sigma))  # decoder σ, standardized units
+
+    # -- the Generator protocol -------------------------------------------------------
+    def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Noise:
+        ref = self.log_sigma
+        eps_z = nz.randn((n, self.latent_dim), generator, ref)
+        if not self.pixel_noise:
+            return eps_z
+        return eps_z, nz.randn((n, self.data_dim), generator, ref)
+
+    def decode(self, noise: Noise) -> Tensor:
+        """(B, d) or ((B, d), (B, D)) -> x (B, D) in data units."""
+        if isinstance(noise, tuple):
+            eps_z, eps_x = noise
+            return self.standardize.inverse(self.decoder(eps_z) + self.sigma() * eps_x)
+        return self.standardize.inverse(self.decoder(noise))
+
+    def noise_energy(self, noise: Noise) -> Tensor:
+        return 0.5 * nz.sq_norm(noise)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        elbo, rec, kl = self._elbo(x, generator)
+        loss = -elbo.mean()
+        return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
+
+    def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
+        """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,)."""
+        if n_importance == 1:
+            return self._elbo(x, generator)[0]
+        y = self.standardize(x)
+        mean, log_var = self.encoder(y).chunk(2, dim=1)
+        std = (0.5 * log_var).exp()
+        log_w = []
+        for _ in range(n_importance):
+            eps = nz.randn(mean.shape, generator, mean)
+            z = mean + std * eps
+            log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
+            log_q_z = -0.5 * (eps.pow(2) + log_var + LOG_2PI).sum(1)
+            log_w.append(self._log_p_y(y, z) + log_p_z - log_q_z)
+        log_w = torch.stack(log_w)
+        return torch.logsumexp(log_w, 0) - math.log(n_importance) - self.standardize.scale.log().sum()
+
+    # -- internals ---------------------------------------------------------------------
+    def sigma(self) -> Tensor:
+        return self.log_sigma.clamp_min(self.min_log_sigma).exp()
+
+    def _log_p_y(self, y: Tensor, z: Tensor) -> Tensor:
+        log_sigma = self.log_sigma.clamp_min(self.min_log_sigma)
+        return -0.5 * (((y - self.decoder(z)) / log_sigma.exp()).pow(2) + 2 * log_sigma + LOG_2PI).sum(1)
+
+    def _elbo(self, x: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+        y = self.standardize(x)
+        mean, log_var = self.encoder(y).chunk(2, dim=1)
+        z = mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
+        rec = -self._log_p_y(y, z)
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
+        return -rec - kl - self.standardize.scale.log().sum(), rec, kl

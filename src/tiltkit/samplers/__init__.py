@@ -1,0 +1,9 @@
+"""Samplers of a noise-space energy U(ε): they take `energy_fn(noise) -> (B,)` and a start, nothing else."""
+
+from .buffer import ReplayBuffer
+from .config import SamplerConfig, SamplerKind
+from .hmc import hmc
+from .langevin import SampleResult, langevin
+from .noise import EnergyFn, Noise
+
+__all__ = ["EnergyFn", "Noise", "ReplayBuffer", "SampleResult", "SamplerConfig", "SamplerKind", "hmc", "langevin"]

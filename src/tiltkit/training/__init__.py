@@ -1,0 +1,7 @@
+"""Training loops: the base generator, the energy by contrastive divergence, checkpoints, run directories."""
+
+from .base import train_base
+from .contrastive import contrastive_loss, train_tilt
+from .run import load_run
+
+__all__ = ["contrastive_loss", "load_run", "train_base", "train_tilt"]

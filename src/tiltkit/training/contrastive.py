@@ -1,0 +1,107 @@
+"""Fit the energy of a TiltedModel by contrastive divergence, the base frozen (tilting paper §3.2, eq. 5/7).
+
+    loss = mean E(x⁺) − mean E(x⁻) + α·mean(E(x⁺)² + E(x⁻)²),     x⁻ = T_θ(ε_K) detached,
+
+ε_K from K sampler steps on U(ε) = ½‖ε‖² + E(T_θ(ε)), started from fresh N(0, I) noise
+(short-run, the default) or from a replay buffer kept in noise space (`persistent`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TiltRunConfig, save_yaml
+from ..data.toy import toy_split
+from ..errors import UserError
+from ..outputs import LossOutput
+from ..samplers import ReplayBuffer
+from ..tilt import TiltedModel
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .loop import check_finite, rng_state, run_steps, set_rng_state
+from .run import MetricsLog, build_energy, load_run, prepare_run_dir, resolve_device
+
+COMPILE_MIN_GRAD_EVALS = 200_000  # `compile: auto` pays the compile time (~tens of s on CPU) past this
+
+
+def contrastive_loss(energy: nn.Module, x_pos: Tensor, x_neg: Tensor, alpha: float) -> LossOutput:
+    """CD loss with energy L2 regularization; metrics E(x⁺), E(x⁻) and their gap."""
+    e_pos, e_neg = energy(x_pos), energy(x_neg)
+    loss = e_pos.mean() - e_neg.mean() + alpha * (e_pos.pow(2) + e_neg.pow(2)).mean()
+    ep, en = e_pos.mean().item(), e_neg.mean().item()
+    return LossOutput(loss, {"loss": loss.item(), "e_pos": ep, "e_neg": en, "gap": en - ep}, x_neg)
+
+
+def use_compile(cfg: TiltRunConfig, device: torch.device) -> bool:
+    if cfg.compile == "off":
+        return False
+    if cfg.compile == "on":
+        return True
+    return cfg.steps * cfg.train_sampler.gradient_evaluations() >= COMPILE_MIN_GRAD_EVALS
+
+
+def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> TiltedModel:
+    """Train the energy of `cfg` on the frozen base run `cfg.base` into `out`; returns the TiltedModel."""
+    device = resolve_device(cfg.device)
+    base_kind, base_cfg, base = load_run(cfg.base, device)
+    if base_kind != "base":
+        raise UserError(f"--base {cfg.base} is a {base_kind} run: expected a base run (tiltkit train base)")
+    out = prepare_run_dir(out, resume)
+    base.requires_grad_(False)
+    train, _ = toy_split(base_cfg.data, base_cfg.n_train)
+    x_train = torch.as_tensor(train, device=device)
+    energy = build_energy(cfg, x_train.shape[1]).to(device)
+    energy.standardize.fit(x_train)
+    tilted = TiltedModel(base, energy)
+    opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    buffer = ReplayBuffer(cfg.buffer_size, base.sample_noise, cfg.reinit_prob, gen) if cfg.persistent else None
+
+    first = 1
+    if resume:
+        state = load_checkpoint(latest_checkpoint(out), {"base": base, "energy": energy}, map_location=device)
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], data_gen, gen)
+        if buffer is not None:
+            buffer.load_state_dict(state["buffer"])
+        first = state["step"] + 1
+    else:
+        save_yaml(cfg, out / "config.yaml", "tilt")
+        shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
+    log = MetricsLog(out, resume_step=first - 1 if resume else None)
+    compiled = use_compile(cfg, device)
+
+    def step_fn(step: int) -> dict:
+        x_pos = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)]
+        start, idx = buffer.sample(cfg.batch_size, gen) if buffer else (base.sample_noise(cfg.batch_size, gen), None)
+        chain = tilted.sample(cfg.train_sampler, start, gen, compiled=compiled)
+        if buffer is not None:
+            buffer.update(chain.noise, idx)
+        with torch.no_grad():
+            x_neg = base.decode(chain.noise)
+        result = contrastive_loss(energy, x_pos, x_neg, cfg.alpha)
+        opt.zero_grad(set_to_none=True)
+        result.loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(energy.parameters(), cfg.grad_clip))
+        check_finite(step, loss=result.metrics["loss"], gradient=grad_norm, energy=float(chain.energy.mean()))
+        opt.step()
+        metrics = {**result.metrics, "grad_norm": grad_norm}
+        if chain.acceptance_rate is not None:
+            metrics["accept"] = chain.acceptance_rate
+        return metrics
+
+    def save(step: int) -> None:
+        state = {"optimizer": opt.state_dict(), "rng": rng_state(data_gen, gen), "data_dim": x_train.shape[1]}
+        if buffer is not None:
+            state["buffer"] = buffer.state_dict()
+        save_checkpoint(out, step, {"base": base, "energy": energy}, state)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.compile's recompilation chatter
+        run_steps(first, cfg.steps, step_fn, save, log, cfg.checkpoint_every, quiet, desc="tilt energy")
+    return tilted.eval()
