@@ -24,8 +24,8 @@ class BaseRunConfig:
 
     data: str = "25gaussians"
     model: str = "vae"
-    model_kwargs: dict = field(default_factory=lambda: {"latent_dim": 2, "hidden": 256, "depth": 3})
-    steps: int = 6000
+    model_kwargs: dict = field(default_factory=lambda: {"latent_dim": 2, "hidden": 128, "depth": 3})
+    steps: int = 3000
     batch_size: int = 512
     lr: float = 2e-3
     lr_final: float = 1e-4  # cosine decay from lr to lr_final
@@ -41,15 +41,18 @@ class TiltRunConfig:
 
     base: str = ""  # the base run directory
     energy: str = "mlp"
-    energy_kwargs: dict = field(default_factory=lambda: {"hidden": 256, "depth": 3})
-    steps: int = 1000
+    energy_kwargs: dict = field(default_factory=lambda: {
+        "hidden": 128, "depth": 3, "fourier_features": 64, "fourier_scale": 1.0})
+    steps: int = 500
     batch_size: int = 256
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     alpha: float = 0.1  # energy L2 regularization α·(E⁺² + E⁻²), tilting paper B.2
     grad_clip: float = 1.0
-    train_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 60, 0.01))
-    sample_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 100, 0.01))
+    # Toy recipe: Langevin ε = 0.01 as in the tilting paper, with the Metropolis test (MALA): plain ULA
+    # at this step size collapses 25-Gaussians onto a few modes once the energy wells are sharp.
+    train_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.MALA, 60, 0.01))
+    sample_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.MALA, 300, 0.01))
     persistent: bool = False  # chains from a replay buffer in noise space instead of fresh N(0, I)
     buffer_size: int = 10_000
     reinit_prob: float = 0.05

@@ -68,22 +68,28 @@ class MetricsLog:
             f.write(json.dumps(clean) + "\n")
 
 
+def build(registry: dict, name: str, kwargs: dict, data_dim: int, seed: int, what: str) -> nn.Module:
+    """registry[name](data_dim, **kwargs), its initial weights drawn from `seed` alone.
+
+    nn layers initialize from the global RNG; a forked, seeded RNG keeps the run
+    reproducible and leaves the caller's RNG state untouched.
+    """
+    if name not in registry:
+        raise UserError(f"unknown {what} {name!r}: expected one of {', '.join(registry)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return registry[name](data_dim, **kwargs)
+        except TypeError as exc:
+            raise UserError(f"{what} options for {name!r}: {exc}") from None
+
+
 def build_base(cfg: BaseRunConfig, data_dim: int) -> nn.Module:
-    if cfg.model not in GENERATORS:
-        raise UserError(f"unknown model {cfg.model!r}: expected one of {', '.join(GENERATORS)}")
-    try:
-        return GENERATORS[cfg.model](data_dim, **cfg.model_kwargs)
-    except TypeError as exc:
-        raise UserError(f"model_kwargs for {cfg.model!r}: {exc}") from None
+    return build(GENERATORS, cfg.model, cfg.model_kwargs, data_dim, cfg.seed, "model")
 
 
 def build_energy(cfg: TiltRunConfig, data_dim: int) -> nn.Module:
-    if cfg.energy not in ENERGIES:
-        raise UserError(f"unknown energy {cfg.energy!r}: expected one of {', '.join(ENERGIES)}")
-    try:
-        return ENERGIES[cfg.energy](data_dim, **cfg.energy_kwargs)
-    except TypeError as exc:
-        raise UserError(f"energy_kwargs for {cfg.energy!r}: {exc}") from None
+    return build(ENERGIES, cfg.energy, cfg.energy_kwargs, data_dim, cfg.seed, "energy")
 
 
 def read_run(run_dir: Path):
