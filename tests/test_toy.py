@@ -39,8 +39,8 @@ def test_swissroll_scaling():
 def test_mmd_zero_for_same_distribution_and_positive_for_shift():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((1000, 2)), rng.standard_normal((1000, 2))
-    same = mmd2(a, b, bandwidth=1.0)
-    shifted = mmd2(a + 1.0, b, bandwidth=1.0)
+    same = mmd2(a, b, bandwidths=(1.0,))
+    shifted = mmd2(a + 1.0, b, bandwidths=(1.0,))
     # closed form for a shift δ between two N(0, I) with kernel width h: 2(h²/(h²+2))^{d/2}(1 − exp(−δ²/(2(h²+2))))
     expected = 2 * (1 / 3) * (1 - np.exp(-2 / 6))
     assert abs(same) < 0.005

@@ -29,6 +29,11 @@ class SamplerConfig:
     n_leapfrog: int = 5
     noise_scale: float | None = None
 
+    def __post_init__(self):
+        # `run` and `gradient_evaluations` dispatch on identity (`is`), so a plain name such as
+        # "hmc" (equal to SamplerKind.HMC, but not the member) would silently run ULA: coerce it.
+        self.kind = SamplerKind(self.kind)
+
     def gradient_evaluations(self) -> int:
         return self.steps * (self.n_leapfrog if self.kind is SamplerKind.HMC else 1)
 

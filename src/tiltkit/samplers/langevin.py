@@ -75,33 +75,37 @@ def langevin(
     scale = math.sqrt(step_size) if noise_scale is None else noise_scale  # 2. s = √η
     x = [t.detach().clone() for t in nz.as_tuple(start)]
     trajectory = [nz.clone(start)] if return_trajectory else None
-    energy, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
-    accepted = torch.zeros((), device=x[0].device)
-
-    for k in range(1, steps + 1):
-        if not metropolis:  # 3. ULA: in-place update, one gradient per step
+    if not metropolis:  # 3. ULA: in-place update, one gradient per step, U alone at the end
+        for k in range(1, steps + 1):
+            _, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
             for xi, gi in zip(x, grad):
                 xi.add_(gi, alpha=-drift).add_(nz.randn(xi.shape, generator, xi), alpha=scale)
                 if clamp is not None:
                     xi.clamp_(*clamp)
-            energy, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
-        else:  # 4. MALA: propose, then accept or reject per chain
-            mean_fwd = [xi - drift * gi for xi, gi in zip(x, grad)]
-            prop = [m + scale * nz.randn(m.shape, generator, m) for m in mean_fwd]
-            e_prop, g_prop = nz.energy_and_grad(energy_fn, nz.like(start, prop))
-            log_q_fwd = -nz.sq_norm(tuple(p - m for p, m in zip(prop, mean_fwd))) / (2 * step_size)
-            log_q_bwd = -nz.sq_norm(tuple(xi - (p - drift * gp) for xi, p, gp in zip(x, prop, g_prop))) / (
-                2 * step_size
-            )
-            log_alpha = energy - e_prop + log_q_bwd - log_q_fwd
-            u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device)
-            accept = torch.log(u) < log_alpha
-            accepted = accepted + accept.float().mean()
-            x = list(nz.as_tuple(nz.select(accept, nz.like(start, prop), nz.like(start, x))))
-            grad = nz.as_tuple(nz.select(accept, nz.like(start, list(g_prop)), nz.like(start, list(grad))))
-            energy = torch.where(accept, e_prop, energy)
+            if trajectory is not None and k % trajectory_every == 0:
+                trajectory.append(nz.like(start, [xi.clone() for xi in x]))
+        # the gradient at the last state is never used: forward only (steps backward passes, not steps + 1)
+        return SampleResult(nz.like(start, x), nz.energy_only(energy_fn, nz.like(start, x)), None, trajectory)
+
+    # 4. MALA: propose, then accept or reject per chain
+    energy, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
+    accepted = torch.zeros((), device=x[0].device)
+    for k in range(1, steps + 1):
+        mean_fwd = [xi - drift * gi for xi, gi in zip(x, grad)]
+        prop = [m + scale * nz.randn(m.shape, generator, m) for m in mean_fwd]
+        e_prop, g_prop = nz.energy_and_grad(energy_fn, nz.like(start, prop))
+        log_q_fwd = -nz.sq_norm(tuple(p - m for p, m in zip(prop, mean_fwd))) / (2 * step_size)
+        log_q_bwd = -nz.sq_norm(tuple(xi - (p - drift * gp) for xi, p, gp in zip(x, prop, g_prop))) / (
+            2 * step_size
+        )
+        log_alpha = energy - e_prop + log_q_bwd - log_q_fwd
+        u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device)
+        accept = torch.log(u) < log_alpha
+        accepted = accepted + accept.float().mean()
+        x = list(nz.as_tuple(nz.select(accept, nz.like(start, prop), nz.like(start, x))))
+        grad = nz.as_tuple(nz.select(accept, nz.like(start, list(g_prop)), nz.like(start, list(grad))))
+        energy = torch.where(accept, e_prop, energy)
         if trajectory is not None and k % trajectory_every == 0:
             trajectory.append(nz.like(start, [xi.clone() for xi in x]))
 
-    rate = float(accepted) / steps if metropolis else None
-    return SampleResult(nz.like(start, x), energy, rate, trajectory)
+    return SampleResult(nz.like(start, x), energy, float(accepted) / steps, trajectory)

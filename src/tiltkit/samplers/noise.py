@@ -55,11 +55,27 @@ def energy_and_grad(energy_fn: EnergyFn, noise: Noise) -> tuple[Tensor, tuple[Te
     """
     parts = [t.detach().requires_grad_(True) for t in as_tuple(noise)]
     with torch.enable_grad():
-        energy = energy_fn(like(noise, parts))
-        if energy.dim() != 1 or energy.shape[0] != parts[0].shape[0]:
-            raise ValueError(f"energy_fn must return shape (B,) = ({parts[0].shape[0]},), got {tuple(energy.shape)}")
+        energy = _checked(energy_fn(like(noise, parts)), parts[0])
         grads = torch.autograd.grad(energy.sum(), parts)
     return energy.detach(), grads
+
+
+def energy_only(energy_fn: EnergyFn, noise: Noise) -> Tensor:
+    """U(ε) (B,) computed exactly as `energy_and_grad` computes it, without the backward pass.
+
+    Same call under the same grad mode (so a torch.compile'd U reuses its graph instead of
+    compiling a second one, and the values are bit-identical); the graph is dropped unused.
+    """
+    parts = [t.detach().requires_grad_(True) for t in as_tuple(noise)]
+    with torch.enable_grad():
+        energy = _checked(energy_fn(like(noise, parts)), parts[0])
+    return energy.detach()
+
+
+def _checked(energy: Tensor, ref: Tensor) -> Tensor:
+    if energy.dim() != 1 or energy.shape[0] != ref.shape[0]:
+        raise ValueError(f"energy_fn must return shape (B,) = ({ref.shape[0]},), got {tuple(energy.shape)}")
+    return energy
 
 
 def select(accept: Tensor, new: Noise, old: Noise) -> Noise:

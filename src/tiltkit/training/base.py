@@ -22,11 +22,11 @@ def cosine_lr(cfg: BaseRunConfig):
 
 def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> torch.nn.Module:
     """Train the generator of `cfg` into run directory `out`; returns it in eval mode."""
-    out = prepare_run_dir(out, resume)
     device = resolve_device(cfg.device)
     train, _ = toy_split(cfg.data, cfg.n_train)
     x_train = torch.as_tensor(train, device=device)
     model = build_base(cfg, x_train.shape[1]).to(device)
+    out = prepare_run_dir(out, resume)  # only once every input has been checked
     model.standardize.fit(x_train)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg))

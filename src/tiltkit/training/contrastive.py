@@ -50,11 +50,11 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
     base_kind, base_cfg, base = load_run(cfg.base, device)
     if base_kind != "base":
         raise UserError(f"--base {cfg.base} is a {base_kind} run: expected a base run (tiltkit train base)")
-    out = prepare_run_dir(out, resume)
     base.requires_grad_(False)
     train, _ = toy_split(base_cfg.data, base_cfg.n_train)
     x_train = torch.as_tensor(train, device=device)
     energy = build_energy(cfg, x_train.shape[1]).to(device)
+    out = prepare_run_dir(out, resume)  # only once every input has been checked
     energy.standardize.fit(x_train)
     tilted = TiltedModel(base, energy)
     opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas)
