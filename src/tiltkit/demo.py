@@ -40,23 +40,27 @@ def recipe(dataset: str, quick: bool) -> tuple[BaseRunConfig, TiltRunConfig]:
     return base, tilt
 
 
-def run_one(dataset: str, out: Path, quick: bool, quiet: bool) -> dict:
-    """Train both stages on one data set and evaluate them; returns metrics and samples."""
+def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Path, quiet: bool = True) -> dict:
+    """VAE then latent EBM on base_cfg.data into out/vae and out/tilt; metrics of both against
+    held-out data. Returns {"data", "metrics", "samples", "seconds"}. One thread: run it in a worker."""
     torch.set_num_threads(1)
+    dataset, seconds = base_cfg.data, {}
     t0 = time.perf_counter()
-    base_cfg, tilt_cfg = recipe(dataset, quick)
     train_base(base_cfg, out / "vae", quiet=True)
+    seconds["base"] = time.perf_counter() - t0
     tilt_cfg.base = str(out / "vae")
     train_tilt(tilt_cfg, out / "tilt", quiet=True)
+    seconds["tilt"] = time.perf_counter() - t0 - seconds["base"]
     _, held_out = toy_split(dataset)
-    result = {"data": held_out[:N_SAMPLES], "metrics": {}, "samples": {}}
+    result = {"data": held_out[:N_SAMPLES], "metrics": {}, "samples": {}, "seconds": seconds}
     for label, run in (("vae", "vae"), ("tilted", "tilt")):
         kind, cfg, model = load_run(out / run)
-        x = sample_run(kind, cfg, model, N_SAMPLES, torch.Generator().manual_seed(0)).numpy()
+        x = sample_run(kind, cfg, model, N_SAMPLES, torch.Generator().manual_seed(base_cfg.seed)).numpy()
         result["samples"][label] = x
         result["metrics"][label] = toy_metrics(x, held_out, dataset)
+    seconds["total"] = time.perf_counter() - t0
     if not quiet:
-        print(f"demo: {dataset} done in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(f"{dataset} (seed {base_cfg.seed}) done in {seconds['total']:.0f}s", flush=True)
     return result
 
 
@@ -67,7 +71,7 @@ def run_demo(out: Path, quick: bool = False, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     workers = min(len(DATASETS), max(1, torch.get_num_threads()))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {d: pool.submit(run_one, d, out / d, quick, quiet) for d in DATASETS}
+        futures = {d: pool.submit(train_and_evaluate, *recipe(d, quick), out / d, quiet) for d in DATASETS}
         results = {d: f.result() for d, f in futures.items()}
     metrics = {d: r["metrics"] for d, r in results.items()}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))

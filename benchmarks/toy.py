@@ -1,0 +1,123 @@
+"""Toy benchmark: VAE vs VAE + latent EBM on every toy 2-D set, several seeds, mean ± std of each metric.
+
+Protocol: for each data set and seed, the same pipeline as `tiltkit demo` (tiltkit.demo.
+train_and_evaluate) with the configs/ recipe: VAE for --base-steps, latent EBM for
+--tilt-steps, 2,000 samples of each model (tilted: MALA, 300 steps, ε = 0.01) scored against
+2,000 held-out points. Runs go to --runs (not committed); results to
+benchmarks/results/toy.json and the "Toy 2-D sets" table of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/toy.py                       # 6 sets x 5 seeds
+    .venv/bin/python benchmarks/toy.py --datasets 25gaussians --seeds 2 --tilt-steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import platform
+import re
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tiltkit.config import BaseRunConfig, TiltRunConfig
+from tiltkit.data.toy import TOY_SETS
+from tiltkit.demo import train_and_evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ("modes", "hq", "hq4", "mmd", "emd")
+
+
+def one(dataset: str, seed: int, base_steps: int, tilt_steps: int, runs: Path) -> dict:
+    out = runs / f"{dataset}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    base = BaseRunConfig(data=dataset, steps=base_steps, seed=seed)
+    tilt = TiltRunConfig(steps=tilt_steps, seed=seed)
+    result = train_and_evaluate(base, tilt, out, quiet=False)
+    return {"dataset": dataset, "seed": seed, "metrics": result["metrics"], "seconds": result["seconds"]}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{dataset: {model: {metric: [mean, std]}}} over seeds."""
+    out: dict = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        out[dataset] = {}
+        for model in ("vae", "tilted"):
+            keys = [k for k in METRICS if k in mine[0]["metrics"][model]]
+            vals = {k: np.array([r["metrics"][model][k] for r in mine]) for k in keys}
+            out[dataset][model] = {k: [float(v.mean()), float(v.std())] for k, v in vals.items()}
+        out[dataset]["seconds_per_seed"] = float(np.mean([r["seconds"]["total"] for r in mine]))
+        out[dataset]["modes_per_seed"] = ([r["metrics"]["tilted"]["modes"] for r in mine]
+                                          if "modes" in mine[0]["metrics"]["tilted"] else None)
+    return out
+
+
+def table(summary: dict, settings: dict) -> str:
+    fmt = {"modes": "{:.1f} ± {:.1f}", "hq": "{:.3f} ± {:.3f}", "hq4": "{:.3f} ± {:.3f}",
+           "mmd": "{:.4f} ± {:.4f}", "emd": "{:.3f} ± {:.3f}"}
+    lines = ["| data set | model | modes (of 25) | hq (3σ) | hq4 (4σ) | MMD² | EMD |", "|---|---|---|---|---|---|---|"]
+    for dataset, models in summary.items():
+        for model in ("vae", "tilted"):
+            cells = [fmt[k].format(*models[model][k]) if k in models[model] else "–" for k in METRICS]
+            lines.append(f"| {dataset} | {'VAE' if model == 'vae' else 'VAE + latent EBM'} | " + " | ".join(cells) + " |")
+    return (f"{settings['seeds']} seeds each (mean ± std); VAE {settings['base_steps']} steps, latent EBM "
+            f"{settings['tilt_steps']} steps; {settings['cpu']}, {settings['workers']} worker processes x 1 thread; "
+            f"{settings['minutes']:.0f} min in all. Recipe: configs/toy_vae.yaml, configs/toy_latent_ebm.yaml.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    begin, end = "<!-- toy:begin -->", "<!-- toy:end -->"
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}{end}"
+    if begin in doc:
+        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
+    else:
+        doc = doc.rstrip() + "\n\n## Toy 2-D sets: VAE vs latent EBM (`benchmarks/toy.py`)\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default=",".join(TOY_SETS))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--base-steps", type=int, default=3000)
+    p.add_argument("--tilt-steps", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench_toy")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "toy.json")
+    p.add_argument("--no-table", action="store_true", help="do not touch BENCHMARKS.md")
+    args = p.parse_args()
+
+    jobs = [(d, s) for d in args.datasets.split(",") for s in range(args.seeds)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(one, d, s, args.base_steps, args.tilt_steps, args.runs) for d, s in jobs]
+        rows = [f.result() for f in futures]
+    settings = {"seeds": args.seeds, "base_steps": args.base_steps, "tilt_steps": args.tilt_steps,
+                "workers": args.workers, "cpu": cpu_model(), "minutes": (time.perf_counter() - t0) / 60,
+                "date": datetime.date.today().isoformat()}
+    summary = summarize(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"settings": settings, "summary": summary, "runs": rows}, indent=1))
+    text = table(summary, settings)
+    print(text)
+    if not args.no_table:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
