@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ from .data.toy import toy_split
 from .errors import UserError
 from .metrics import toy_metrics
 from .training import load_run, train_base, train_tilt
-from .training.checkpoint import atomic_write_text
+from .training.checkpoint import atomic_write_text, list_checkpoints
 from .training.run import sample_run
 from .viz import demo_figure
 
@@ -40,22 +41,35 @@ def recipe(dataset: str, quick: bool) -> tuple[BaseRunConfig, TiltRunConfig]:
     return base, tilt
 
 
-def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Path, quiet: bool = True) -> dict:
-    """VAE then latent EBM on base_cfg.data into out/vae and out/tilt; metrics of both against
-    held-out data. Returns {"data", "metrics", "samples", "seconds"}. One thread: run it in a worker."""
+def fit_or_continue(train, cfg, run: Path) -> None:
+    """Train `run` from scratch, or continue an interrupted earlier call from its last checkpoint."""
+    done = list_checkpoints(run)
+    if not done:
+        shutil.rmtree(run, ignore_errors=True)
+        train(cfg, run, quiet=True)
+    elif int(done[-1].name.removeprefix("step_")) < cfg.steps:
+        train(cfg, run, resume=True, quiet=True)
+
+
+def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Path, quiet: bool = True,
+                       n_samples: int = N_SAMPLES) -> dict:
+    """VAE then latent EBM on base_cfg.data into out/vae and out/tilt; metrics of n_samples of both
+    against as many held-out points. Returns {"data", "metrics", "samples", "seconds"}.
+    Uses one thread: run it in a worker process."""
     torch.set_num_threads(1)
     dataset, seconds = base_cfg.data, {}
     t0 = time.perf_counter()
-    train_base(base_cfg, out / "vae", quiet=True)
+    fit_or_continue(train_base, base_cfg, out / "vae")
     seconds["base"] = time.perf_counter() - t0
     tilt_cfg.base = str(out / "vae")
-    train_tilt(tilt_cfg, out / "tilt", quiet=True)
+    fit_or_continue(train_tilt, tilt_cfg, out / "tilt")
     seconds["tilt"] = time.perf_counter() - t0 - seconds["base"]
     _, held_out = toy_split(dataset)
-    result = {"data": held_out[:N_SAMPLES], "metrics": {}, "samples": {}, "seconds": seconds}
+    held_out = held_out[:n_samples]
+    result = {"data": held_out, "metrics": {}, "samples": {}, "seconds": seconds}
     for label, run in (("vae", "vae"), ("tilted", "tilt")):
         kind, cfg, model = load_run(out / run)
-        x = sample_run(kind, cfg, model, N_SAMPLES, torch.Generator().manual_seed(base_cfg.seed)).numpy()
+        x = sample_run(kind, cfg, model, n_samples, torch.Generator().manual_seed(base_cfg.seed)).numpy()
         result["samples"][label] = x
         result["metrics"][label] = toy_metrics(x, held_out, dataset)
     seconds["total"] = time.perf_counter() - t0
@@ -71,7 +85,8 @@ def run_demo(out: Path, quick: bool = False, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     workers = min(len(DATASETS), max(1, torch.get_num_threads()))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {d: pool.submit(train_and_evaluate, *recipe(d, quick), out / d, quiet) for d in DATASETS}
+        n = 500 if quick else N_SAMPLES
+        futures = {d: pool.submit(train_and_evaluate, *recipe(d, quick), out / d, quiet, n) for d in DATASETS}
         results = {d: f.result() for d, f in futures.items()}
     metrics = {d: r["metrics"] for d, r in results.items()}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
