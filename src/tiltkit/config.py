@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
-from .samplers import SamplerConfig, SamplerKind
+from .samplers import CompileMode, SamplerConfig, SamplerKind
 
 
 @dataclass
@@ -57,6 +57,7 @@ class TiltRunConfig:
     buffer_size: int = 10_000
     reinit_prob: float = 0.05
     compile: str = "auto"  # "auto": torch.compile U when the run is long enough to repay it; "on"; "off"
+    compile_mode: str = "fused"  # samplers.compiled.CompileMode: "fused" (MLPs) or "autograd" (conv nets)
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -138,6 +139,9 @@ def validate(cfg, where: str) -> None:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")
         if cfg.compile not in ("auto", "on", "off"):
             raise UserError(f"{where}.compile must be auto, on or off, got {cfg.compile!r}")
+        modes = [m.value for m in CompileMode]
+        if cfg.compile_mode not in modes:
+            raise UserError(f"{where}.compile_mode must be one of {', '.join(modes)}, got {cfg.compile_mode!r}")
 
 
 def save_yaml(cfg, path: Path, kind: str) -> None:

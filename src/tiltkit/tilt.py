@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .samplers import SampleResult, SamplerConfig
+from .samplers.compiled import CompileMode, compile_energy
 from .samplers.noise import EnergyFn, Noise
 
 
@@ -24,7 +25,7 @@ class TiltedModel(nn.Module):
         super().__init__()
         self.base = base
         self.energy = energy
-        self._compiled: EnergyFn | None = None
+        self._compiled: dict[CompileMode, EnergyFn] = {}
 
     def forward(self, noise: Noise) -> Tensor:
         """U(ε), (B,)."""
@@ -40,13 +41,13 @@ class TiltedModel(nn.Module):
         """Unnormalized tilted log-density log p_base(x) − E(x) (ELBO in place of log p for a VAE), (B,)."""
         return self.base.log_likelihood(x, generator) - self.energy(x)
 
-    def energy_fn(self, compiled: bool = False) -> EnergyFn:
-        """U as a function; `compiled=True` returns a torch.compile'd U (forward and backward fused)."""
+    def energy_fn(self, compiled: bool = False, mode: CompileMode = CompileMode.FUSED) -> EnergyFn:
+        """U as a function; `compiled=True` gives a torch.compile'd U (samplers.compiled), compiled once per mode."""
         if not compiled:
             return self
-        if self._compiled is None:
-            self._compiled = torch.compile(self.forward, dynamic=False)
-        return self._compiled
+        if mode not in self._compiled:
+            self._compiled[mode] = compile_energy(self, mode)
+        return self._compiled[mode]
 
     @contextlib.contextmanager
     def frozen(self):
@@ -61,9 +62,10 @@ class TiltedModel(nn.Module):
                 p.requires_grad_(flag)
 
     def sample(self, sampler: SamplerConfig, start: Noise | int, generator: torch.Generator | None = None,
-               compiled: bool = False, return_trajectory: bool = False, trajectory_every: int = 1) -> SampleResult:
+               compiled: bool = False, compile_mode: CompileMode = CompileMode.FUSED,
+               return_trajectory: bool = False, trajectory_every: int = 1) -> SampleResult:
         """Run `sampler` on U from `start` (noise, or a count n to start from ε ~ N(0, I))."""
         if isinstance(start, int):
             start = self.sample_noise(start, generator)
         with self.frozen():
-            return sampler.run(self.energy_fn(compiled), start, generator, return_trajectory, trajectory_every)
+            return sampler.run(self.energy_fn(compiled, compile_mode), start, generator, return_trajectory, trajectory_every)

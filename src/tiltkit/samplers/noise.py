@@ -51,8 +51,12 @@ def energy_and_grad(energy_fn: EnergyFn, noise: Noise) -> tuple[Tensor, tuple[Te
     """U(ε) (B,) and ∇_ε U per part, without keeping a graph.
 
     Energies of different chains are independent, so ∇ of the sum gives every
-    chain's own gradient in one backward pass.
+    chain's own gradient in one backward pass. An energy_fn with its own
+    `value_and_grad` (a samplers.compiled.FusedEnergy) computes both itself.
     """
+    if hasattr(energy_fn, "value_and_grad"):
+        energy, grads = energy_fn.value_and_grad(noise)
+        return _checked(energy, as_tuple(noise)[0]), grads
     parts = [t.detach().requires_grad_(True) for t in as_tuple(noise)]
     with torch.enable_grad():
         energy = _checked(energy_fn(like(noise, parts)), parts[0])
@@ -63,9 +67,11 @@ def energy_and_grad(energy_fn: EnergyFn, noise: Noise) -> tuple[Tensor, tuple[Te
 def energy_only(energy_fn: EnergyFn, noise: Noise) -> Tensor:
     """U(ε) (B,) computed exactly as `energy_and_grad` computes it, without the backward pass.
 
-    Same call under the same grad mode (so a torch.compile'd U reuses its graph instead of
-    compiling a second one, and the values are bit-identical); the graph is dropped unused.
+    Same call under the same grad mode, so the values are bit-identical; the graph is dropped
+    unused. (A FusedEnergy computes U from its one graph, gradient included.)
     """
+    if hasattr(energy_fn, "value_and_grad"):
+        return _checked(energy_fn(noise), as_tuple(noise)[0])
     parts = [t.detach().requires_grad_(True) for t in as_tuple(noise)]
     with torch.enable_grad():
         energy = _checked(energy_fn(like(noise, parts)), parts[0])

@@ -19,7 +19,7 @@ from ..config import TiltRunConfig, save_yaml
 from ..data.toy import toy_split
 from ..errors import UserError
 from ..outputs import LossOutput
-from ..samplers import ReplayBuffer
+from ..samplers import CompileMode, ReplayBuffer
 from ..tilt import TiltedModel
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .loop import check_finite, rng_state, run_steps, set_rng_state
@@ -79,7 +79,7 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
     def step_fn(step: int) -> dict:
         x_pos = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)]
         start, idx = buffer.sample(cfg.batch_size, gen) if buffer else (base.sample_noise(cfg.batch_size, gen), None)
-        chain = tilted.sample(cfg.train_sampler, start, gen, compiled=compiled)
+        chain = tilted.sample(cfg.train_sampler, start, gen, compiled, CompileMode(cfg.compile_mode))
         if buffer is not None:
             buffer.update(chain.noise, idx)
         with torch.no_grad():
