@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[test,bench]"
 	$(PY) benchmarks/sampler_speed.py
 	$(PY) benchmarks/toy.py
+	$(PY) benchmarks/demo.py
 
 clean:
 	rm -rf $(VENV) runs
