@@ -224,6 +224,14 @@ def verdict(results: list[dict], key: str, target: float) -> str:
     return f"{key} ≤ {target:.2f}: {'met' if met else 'NOT met'} ({vals})"
 
 
+CONV_NOTE = (
+    "Conv case, tried on 2026-11-22 without reaching 0.75 (ratios to the peer): the fused mode (0.90–1.03; "
+    "its profile shows the first transposed convolution on NCHW input, 10 ms against 6 ms in the autograd "
+    "mode's graph, and layout conversions inside the fused ReLU kernels), Inductor freezing (fused 1.04, "
+    "autograd 0.84), layout optimization off (fused 1.04, autograd 1.18), channels-last weights (fused 0.86), "
+    "max-autotune and the C++ wrapper (no gain). In the autograd mode's profile the convolutions alone take "
+    "about two thirds of the step, which bounds what fusing the rest can save.")
+
 HEADER = "# Benchmarks\n\nSpeed and quality benchmarks; each script writes benchmarks/results/*.json.\n"
 
 
@@ -236,7 +244,7 @@ def write_markdown(results: list[dict], meta: dict) -> None:
         "## Sampler speed\n\n"
         f"CPU: {meta['cpu']}, {meta['threads']} threads (`torch.set_num_threads`), torch {meta['torch']}, "
         f"{meta['date']}. Time per Langevin step on the same U(ε) = ½‖ε‖² + E(G(ε)), same batch and "
-        f"{results[0]['steps']} steps per run, parameters frozen in all four; interleaved rounds ({runs}) in a "
+        f"{results[0]['steps']} steps per run, parameters frozen in all of them; interleaved rounds ({runs}) in a "
         "rotating order; times are medians, ratios are medians of the per-round ratios (interquartile range of "
         "the per-round ratios in brackets). *bare* = forward + backward "
         "w.r.t. the input only; *ours eager* = `tiltkit.langevin(tilted, ...)` (ULA); *ours fused* / *ours "
@@ -251,6 +259,7 @@ def write_markdown(results: list[dict], meta: dict) -> None:
         f"energy (stand-ins in the script). CPU share taken by other processes while timing: {busy}.\n\n"
         f"{table(results)}\n\n"
         f"- {verdict(results, 'eager/bare', 1.10)}\n- {verdict(results, 'compiled/peer', 0.75)}\n\n"
+        f"{CONV_NOTE}\n\n"
         "Reproduce: `.venv/bin/python benchmarks/sampler_speed.py` (writes `benchmarks/results/sampler_speed.json` "
         "and this section; `--quick` for a smoke run that writes nothing).\n")
     parts = re.split(r"(?m)^(?=## )", text)
