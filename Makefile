@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.tiltkit-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/sampler_speed.py
 	$(PY) benchmarks/toy.py
 	$(PY) benchmarks/demo.py
+
+data:  # Fashion-MNIST IDX files into /usr/share/datasets/fashion-mnist (Debian package)
+	apt-get install -y dataset-fashion-mnist || sudo apt-get install -y dataset-fashion-mnist
 
 clean:
 	rm -rf $(VENV) runs
