@@ -19,7 +19,6 @@ no standardization is fitted):
 from __future__ import annotations
 
 import enum
-import math
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +28,8 @@ from ..data.images import PixelRange
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
+from .bounds import LOG_2PI, elbo, importance_weighted_bound
 from .nets import image_decoder, image_encoder, split_size
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class Likelihood(enum.Enum):
@@ -85,24 +83,17 @@ class ConvVAE(nn.Module):
         return 0.5 * nz.sq_norm(noise)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        elbo, rec, kl = self._elbo(x, generator)
-        loss = -elbo.mean()
+        mean, log_var = self.encoder(x).chunk(2, dim=1)
+        bound, rec, kl = elbo(mean, log_var, self._log_p_x(x), generator)
+        loss = -bound.mean()
         return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,) in nats."""
-        if n_importance == 1:
-            return self._elbo(x, generator)[0]
         mean, log_var = self.encoder(x).chunk(2, dim=1)
-        std = (0.5 * log_var).exp()
-        log_w = []
-        for _ in range(n_importance):
-            eps = nz.randn(mean.shape, generator, mean)
-            z = mean + std * eps
-            log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
-            log_q_z = -0.5 * (eps.pow(2) + log_var + LOG_2PI).sum(1)
-            log_w.append(-self.reconstruction_nll(x, self.decoder(z)) + log_p_z - log_q_z)
-        return torch.logsumexp(torch.stack(log_w), 0) - math.log(n_importance)
+        if n_importance == 1:
+            return elbo(mean, log_var, self._log_p_x(x), generator)[0]
+        return importance_weighted_bound(mean, log_var, self._log_p_x(x), n_importance, generator)
 
     # -- internals ---------------------------------------------------------------------
     def sigma(self) -> Tensor:
@@ -117,9 +108,5 @@ class ConvVAE(nn.Module):
         nll = 0.5 * ((x - out) / log_sigma.exp()).pow(2) + log_sigma + 0.5 * LOG_2PI
         return nll.flatten(1).sum(1)
 
-    def _elbo(self, x: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
-        mean, log_var = self.encoder(x).chunk(2, dim=1)
-        z = mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
-        rec = self.reconstruction_nll(x, self.decoder(z))
-        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
-        return -rec - kl, rec, kl
+    def _log_p_x(self, x: Tensor):
+        return lambda z: -self.reconstruction_nll(x, self.decoder(z))

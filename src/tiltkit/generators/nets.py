@@ -42,6 +42,12 @@ def split_size(data_shape: tuple[int, int, int]) -> tuple[int, int]:
                      "(e.g. 16, 28, 32, 56, 64)")
 
 
+def channel_plan(data_shape: tuple[int, int, int], width: int) -> tuple[int, list[int]]:
+    """(s0, channels): channels[i] = width·2^i is the width at side H/2^(i+1), i = 0 … k−1."""
+    s0, k = split_size(data_shape)
+    return s0, [width * 2 ** i for i in range(k)]
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -67,14 +73,12 @@ class DCGANDecoder(nn.Module):
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int, width: int = 32, norm: str = "batch"):
         super().__init__()
         _check("dcgan", norm, width)
-        s0, k = split_size(data_shape)
-        ch = width * 2 ** (k - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, s0, bias=norm == "none"),
-                                   _norm(norm, ch), nn.ReLU()]
-        for _ in range(k - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm == "none"), _norm(norm, ch // 2), nn.ReLU()]
-            ch //= 2
-        layers.append(nn.ConvTranspose2d(ch, data_shape[0], 4, 2, 1))
+        s0, chans = channel_plan(data_shape, width)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, chans[-1], s0, bias=norm == "none"),
+                                   _norm(norm, chans[-1]), nn.ReLU()]
+        for c_in, c_out in zip(chans[:0:-1], chans[-2::-1]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out), nn.ReLU()]
+        layers.append(nn.ConvTranspose2d(chans[0], data_shape[0], 4, 2, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -87,13 +91,11 @@ class DCGANEncoder(nn.Module):
     def __init__(self, data_shape: tuple[int, int, int], out_dim: int, width: int = 32, norm: str = "batch"):
         super().__init__()
         _check("dcgan", norm, width)
-        s0, k = split_size(data_shape)
-        layers: list[nn.Module] = [nn.Conv2d(data_shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2)]
-        ch = width
-        for _ in range(k - 1):
-            layers += [nn.Conv2d(ch, 2 * ch, 4, 2, 1, bias=norm == "none"), _norm(norm, 2 * ch), nn.LeakyReLU(0.2)]
-            ch *= 2
-        layers.append(nn.Conv2d(ch, out_dim, s0))
+        s0, chans = channel_plan(data_shape, width)
+        layers: list[nn.Module] = [nn.Conv2d(data_shape[0], chans[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for c_in, c_out in zip(chans, chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"), _norm(norm, c_out), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(chans[-1], out_dim, s0))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -119,13 +121,12 @@ class ResNetDecoder(nn.Module):
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int, width: int = 32, norm: str = "batch"):
         super().__init__()
         _check("resnet", norm, width)
-        s0, k = split_size(data_shape)
-        chans = [width * 2 ** i for i in range(k)]
+        s0, chans = channel_plan(data_shape, width)
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, chans[-1], s0)]
         c = chans[-1]
-        for i in reversed(range(k)):
-            layers += [ResBlock(c, chans[i], norm), nn.Upsample(scale_factor=2, mode="nearest")]
-            c = chans[i]
+        for ch in reversed(chans):
+            layers += [ResBlock(c, ch, norm), nn.Upsample(scale_factor=2, mode="nearest")]
+            c = ch
         layers += [_norm(norm, c), nn.SiLU(), nn.Conv2d(c, data_shape[0], 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
@@ -139,13 +140,12 @@ class ResNetEncoder(nn.Module):
     def __init__(self, data_shape: tuple[int, int, int], out_dim: int, width: int = 32, norm: str = "batch"):
         super().__init__()
         _check("resnet", norm, width)
-        s0, k = split_size(data_shape)
-        chans = [width * 2 ** i for i in range(k)]
+        s0, chans = channel_plan(data_shape, width)
         layers: list[nn.Module] = [nn.Conv2d(data_shape[0], chans[0], 3, padding=1)]
         c = chans[0]
-        for i in range(k):
-            layers += [ResBlock(c, chans[i], norm), nn.AvgPool2d(2)]
-            c = chans[i]
+        for ch in chans:
+            layers += [ResBlock(c, ch, norm), nn.AvgPool2d(2)]
+            c = ch
         layers += [_norm(norm, c), nn.SiLU(), nn.Conv2d(c, out_dim, s0)]
         self.net = nn.Sequential(*layers)
 

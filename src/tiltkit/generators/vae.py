@@ -10,8 +10,6 @@ Noise for tilting: ε_z alone (decode = decoder mean, the latent-EBM setting), o
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -19,8 +17,7 @@ from ..nn import Standardize, mlp
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
-
-LOG_2PI = math.log(2 * math.pi)
+from .bounds import LOG_2PI, elbo, importance_weighted_bound
 
 
 class MLPVAE(nn.Module):
@@ -53,39 +50,29 @@ class MLPVAE(nn.Module):
         return 0.5 * nz.sq_norm(noise)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        elbo, rec, kl = self._elbo(x, generator)
-        loss = -elbo.mean()
+        bound, rec, kl = self._bound(x, generator)
+        loss = -bound.mean()
         return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,)."""
-        if n_importance == 1:
-            return self._elbo(x, generator)[0]
-        y = self.standardize(x)
-        mean, log_var = self.encoder(y).chunk(2, dim=1)
-        std = (0.5 * log_var).exp()
-        log_w = []
-        for _ in range(n_importance):
-            eps = nz.randn(mean.shape, generator, mean)
-            z = mean + std * eps
-            log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
-            log_q_z = -0.5 * (eps.pow(2) + log_var + LOG_2PI).sum(1)
-            log_w.append(self._log_p_y(y, z) + log_p_z - log_q_z)
-        log_w = torch.stack(log_w)
-        return torch.logsumexp(log_w, 0) - math.log(n_importance) - self.standardize.scale.log().sum()
+        return self._bound(x, generator, n_importance)[0]
 
     # -- internals ---------------------------------------------------------------------
     def sigma(self) -> Tensor:
         return self.log_sigma.clamp_min(self.min_log_sigma).exp()
 
-    def _log_p_y(self, y: Tensor, z: Tensor) -> Tensor:
-        log_sigma = self.log_sigma.clamp_min(self.min_log_sigma)
-        return -0.5 * (((y - self.decoder(z)) / log_sigma.exp()).pow(2) + 2 * log_sigma + LOG_2PI).sum(1)
-
-    def _elbo(self, x: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+    def _bound(self, x: Tensor, generator, n_importance: int = 1) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(bound, rec, kl) in data units: the Jacobian of standardization, −Σ log scale, is added to the bound."""
         y = self.standardize(x)
         mean, log_var = self.encoder(y).chunk(2, dim=1)
-        z = mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
-        rec = -self._log_p_y(y, z)
-        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
-        return -rec - kl - self.standardize.scale.log().sum(), rec, kl
+        log_sigma = self.log_sigma.clamp_min(self.min_log_sigma)
+
+        def log_p_y(z: Tensor) -> Tensor:
+            return -0.5 * (((y - self.decoder(z)) / log_sigma.exp()).pow(2) + 2 * log_sigma + LOG_2PI).sum(1)
+
+        if n_importance == 1:
+            bound, rec, kl = elbo(mean, log_var, log_p_y, generator)
+        else:
+            bound, rec, kl = importance_weighted_bound(mean, log_var, log_p_y, n_importance, generator), None, None
+        return bound - self.standardize.scale.log().sum(), rec, kl
