@@ -2,6 +2,7 @@
 
     tiltkit train base --data NAME_OR_PATH [--data-dir D] --model vae|conv-vae --out DIR [--steps N] [--seed S]
     tiltkit train tilt --base DIR --out DIR2 [--steps N] [--seed S] [--resume]
+    tiltkit train tilt --base none --data NAME --out DIR2     (a pixel EBM: flat prior on the pixel box)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
     tiltkit demo --out DIR [--quick]
@@ -58,7 +59,10 @@ def build_parser() -> Parser:
             t.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
             t.add_argument("--model", help="base model (vae for points, conv-vae for images)")
         else:
-            t.add_argument("--base", help="the base run directory")
+            t.add_argument("--base", help="the base run directory, or 'none' for a pixel EBM on --data")
+            t.add_argument("--data", help="--base none: the image set the pixel EBM fits")
+            t.add_argument("--data-dir", help="--base none: where to look for the image set first")
+            t.add_argument("--image-size", type=positive_int, help="--base none, image folders: centre-crop and resize")
         t.add_argument("--out", required=True, type=Path, help="run directory to create (or resume)")
         t.add_argument("--steps", type=positive_int)
         t.add_argument("--seed", type=int)

@@ -38,11 +38,18 @@ class BaseRunConfig:
     device: str = "auto"
 
 
+NO_BASE = "none"  # TiltRunConfig.base for a pixel EBM: no base run, a flat prior on the pixel box
+
+
 @dataclass
 class TiltRunConfig:
     """`tiltkit train tilt`: fit an energy on a frozen base by contrastive divergence."""
 
-    base: str = ""  # the base run directory
+    base: str = ""  # the base run directory, or "none": a pixel EBM on the flat box of `data` (IGEBM baseline)
+    data: str | None = None  # base "none" only: the data set, as in a base run
+    data_dir: str | None = None
+    image_size: int | None = None
+    pixel_range: str = "unit"  # base "none" only: the box, [0, 1] ("unit") or [-1, 1] ("symmetric")
     energy: str = "mlp"
     energy_kwargs: dict = field(default_factory=lambda: {
         "hidden": 128, "depth": 3, "fourier_features": 64, "fourier_scale": 1.0})
@@ -59,6 +66,13 @@ class TiltRunConfig:
     persistent: bool = False  # chains from a replay buffer in noise space instead of fresh N(0, I)
     buffer_size: int = 10_000
     reinit_prob: float = 0.05
+    # VAEBM (Xiao et al. 2021): the replay probability 1 − reinit_prob rises linearly from 0 at step 0 to
+    # `replay_max` at step `replay_anneal_steps` and stays there (their max_p, anneal_step); None: fixed reinit_prob.
+    replay_max: float | None = None
+    replay_anneal_steps: int = 1
+    pixel_noise: bool = False  # chains over (ε_z, ε_x), x = μ(ε_z) + σ·ε_x (VAEBM; a Gaussian-decoder VAE)
+    use_mu: bool = False  # VAEBM's use_mu_cd: the decoder mean μ(ε_z) is the CD negative and the output sample
+    weight_decay: float = 0.0  # Adam's L2 weight decay on the energy (VAEBM: 3e-5)
     compile: str = "auto"  # "auto": torch.compile U when the run is long enough to repay it; "on"; "off"
     compile_mode: str = "fused"  # samplers.compiled.CompileMode: "fused" (MLPs) or "autograd" (conv nets)
     # Early stopping on images (tilting paper §5.3): every `eval_every` steps, the domain FID of `eval_n`
@@ -98,7 +112,10 @@ def from_dict(cls, values: dict, where: str = "config"):
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in values.items()}
-    cfg = cls(**kwargs)
+    try:
+        cfg = cls(**kwargs)
+    except ValueError as exc:  # a dataclass's own consistency check (e.g. SamplerConfig)
+        raise UserError(f"{where}: {exc}") from None
     validate(cfg, where)
     return cfg
 
@@ -137,7 +154,7 @@ def _coerce(hint, value, where: str):
 
 
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
-            "grad_clip", "image_size", "eval_n", "val_size")
+            "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps")
 
 
 def validate(cfg, where: str) -> None:
@@ -149,6 +166,16 @@ def validate(cfg, where: str) -> None:
     if isinstance(cfg, TiltRunConfig):
         if not 0 <= cfg.reinit_prob <= 1:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")
+        if cfg.replay_max is not None and not 0 <= cfg.replay_max <= 1:
+            raise UserError(f"{where}.replay_max must be in [0, 1], got {cfg.replay_max}")
+        if cfg.weight_decay < 0:
+            raise UserError(f"{where}.weight_decay must be 0 or more, got {cfg.weight_decay}")
+        if cfg.pixel_range not in ("unit", "symmetric"):
+            raise UserError(f"{where}.pixel_range must be unit or symmetric, got {cfg.pixel_range!r}")
+        if cfg.base == NO_BASE and not cfg.data:
+            raise UserError(f"{where}: a pixel EBM (base: none) needs data: the data set to fit")
+        if cfg.base != NO_BASE and cfg.data:
+            raise UserError(f"{where}.data is for a pixel EBM (base: none); a tilt on a base run uses the base's data")
         if cfg.eval_every < 0 or cfg.patience < 0:
             raise UserError(f"{where}.eval_every and .patience must be 0 or more")
         if cfg.compile not in ("auto", "on", "off"):

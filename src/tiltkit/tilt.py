@@ -6,6 +6,11 @@ VAEBM report eq. 12)
     U(ε) = noise_energy(ε) + E_ψ(T_θ(ε)),     noise_energy(ε) = ½‖ε‖²  (0 for a flat prior),
 
 and every sampler runs on U. `forward` is U, so the model is itself the energy function.
+
+A joint energy (`energy.joint`, VAEBM proposal) also sees the latent: U(ε) = ½‖ε‖² + E_ψ(T_θ(ε), z(ε)),
+with z(ε) = ε_z for a one-level VAE; on data its z is drawn from the encoder q(z | x).
+`use_mu` (VAEBM's "decoder mean as negative"): a chain's state is shown as the decoder mean μ(ε_z)
+instead of the sample T_θ(ε) = μ(ε_z) + σ·ε_x, in training negatives and output samples alike.
 """
 
 from __future__ import annotations
@@ -21,15 +26,32 @@ from .samplers.noise import EnergyFn, Noise
 
 
 class TiltedModel(nn.Module):
-    def __init__(self, base: nn.Module, energy: nn.Module):
+    def __init__(self, base: nn.Module, energy: nn.Module, use_mu: bool = False):
         super().__init__()
         self.base = base
         self.energy = energy
+        self.use_mu = use_mu
+        self.joint = bool(getattr(energy, "joint", False))
+        if self.joint and not hasattr(base, "encode"):
+            raise ValueError(f"a joint energy E(x, z) needs a base with a latent z and an encoder, "
+                             f"not {type(base).__name__}")
         self._compiled: dict[CompileMode, EnergyFn] = {}
 
     def forward(self, noise: Noise) -> Tensor:
         """U(ε), (B,)."""
-        return self.base.noise_energy(noise) + self.energy(self.base.decode(noise))
+        x = self.base.decode(noise)
+        e = self.energy(x, self.base.latent(noise)) if self.joint else self.energy(x)
+        return self.base.noise_energy(noise) + e
+
+    def data_energy(self, x: Tensor, generator: torch.Generator | None = None, z: Tensor | None = None) -> Tensor:
+        """E(x), or E(x, z) for a joint energy with z ~ q(z | x) unless given, (B,)."""
+        if not self.joint:
+            return self.energy(x)
+        return self.energy(x, self.base.encode(x, generator) if z is None else z)
+
+    def output(self, noise: Noise) -> Tensor:
+        """The sample a chain state stands for: μ(ε_z) with use_mu, else T_θ(ε), (B, *data_shape)."""
+        return self.base.decode_mean(noise) if self.use_mu else self.base.decode(noise)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Noise:
         return self.base.sample_noise(n, generator)
@@ -39,7 +61,7 @@ class TiltedModel(nn.Module):
 
     def log_density(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Unnormalized tilted log-density log p_base(x) − E(x) (ELBO in place of log p for a VAE), (B,)."""
-        return self.base.log_likelihood(x, generator) - self.energy(x)
+        return self.base.log_likelihood(x, generator) - self.data_energy(x, generator)
 
     def energy_fn(self, compiled: bool = False, mode: CompileMode = CompileMode.FUSED) -> EnergyFn:
         """U as a function; `compiled=True` gives a torch.compile'd U (samplers.compiled), compiled once per mode."""

@@ -82,6 +82,20 @@ class ConvVAE(nn.Module):
     def noise_energy(self, noise: Noise) -> Tensor:
         return 0.5 * nz.sq_norm(noise)
 
+    # -- VAEBM extras: the decoder mean, the latent of a noise state, the encoder --------
+    def decode_mean(self, noise: Noise) -> Tensor:
+        """The mean image of p(x | z = ε_z), whatever the pixel noise, (B, C, H, W)."""
+        return self.decode(self.latent(noise))
+
+    def latent(self, noise: Noise) -> Tensor:
+        """z of a noise state, (B, d): ε_z itself (one latent level, prior N(0, I))."""
+        return nz.as_tuple(noise)[0]
+
+    def encode(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ q(z | x), reparameterized, (B, d)."""
+        mean, log_var = self.encoder(x).chunk(2, dim=1)
+        return mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
         mean, log_var = self.encoder(x).chunk(2, dim=1)
         bound, rec, kl = elbo(mean, log_var, self._log_p_x(x), generator)

@@ -49,6 +49,20 @@ class MLPVAE(nn.Module):
     def noise_energy(self, noise: Noise) -> Tensor:
         return 0.5 * nz.sq_norm(noise)
 
+    # -- VAEBM extras: the decoder mean, the latent of a noise state, the encoder --------
+    def decode_mean(self, noise: Noise) -> Tensor:
+        """The mean of p(x | z = ε_z), whatever the pixel noise, (B, D)."""
+        return self.decode(self.latent(noise))
+
+    def latent(self, noise: Noise) -> Tensor:
+        """z of a noise state, (B, d): ε_z itself."""
+        return nz.as_tuple(noise)[0]
+
+    def encode(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ q(z | x), reparameterized, (B, d)."""
+        mean, log_var = self.encoder(self.standardize(x)).chunk(2, dim=1)
+        return mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
         bound, rec, kl = self._bound(x, generator)
         loss = -bound.mean()

@@ -85,7 +85,7 @@ class DomainFID:
         if sampler is not None:
             noise = model.sample(sampler, noise, gen).noise
         with torch.no_grad():
-            x = model.decode(noise)
+            x = model.output(noise) if sampler is not None else model.decode(noise)
         feats = embed(self.classifier, to_uint8(x, self.pixel_range).cpu())[0]
         return frechet_distance(FeatureStats.from_features(feats), self.reference)
 

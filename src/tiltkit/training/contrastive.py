@@ -1,9 +1,13 @@
-"""Fit the energy of a TiltedModel by contrastive divergence, the base frozen (tilting paper §3.2, eq. 5/7).
+"""Fit the energy of a TiltedModel by contrastive divergence, the base frozen (tilting paper §3.2, eq. 5/7;
+VAEBM stage 2, Xiao et al. 2021 eq. 8).
 
     loss = mean E(x⁺) − mean E(x⁻) + α·mean(E(x⁺)² + E(x⁻)²),     x⁻ = T_θ(ε_K) detached,
 
-ε_K from K sampler steps on U(ε) = ½‖ε‖² + E(T_θ(ε)), started from fresh N(0, I) noise
-(short-run, the default) or from a replay buffer kept in noise space (`persistent`).
+ε_K from K sampler steps on U(ε) = ½‖ε‖² + E(T_θ(ε)), started from fresh noise (short-run, the
+default) or from a replay buffer kept in noise space (`persistent`). The same loop trains
+- the latent EBM (ε = ε_z), VAEBM (ε = (ε_z, ε_x), `pixel_noise`; x⁻ = μ(ε_z) with `use_mu`),
+- a joint energy E(x, z): positives (x⁺, z⁺ ~ q(z | x⁺)), negatives (x⁻, ε_z),
+- the pixel EBM (base "none": ε = x in the pixel box, flat prior, clamped chains).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import TiltRunConfig, save_yaml
+from ..config import NO_BASE, BaseRunConfig, TiltRunConfig, save_yaml
 from ..data.images import to_model_range
 from ..data.source import DataSource
 from ..errors import UserError
@@ -25,14 +29,15 @@ from ..tilt import TiltedModel
 from ..metrics.image_eval import DomainFID, classifier_for
 from .checkpoint import BEST, latest_checkpoint, load_checkpoint, save_checkpoint
 from .loop import EarlyStopping, check_finite, rng_state, run_steps, set_rng_state
-from .run import MetricsLog, build_energy, load_run, prepare_run_dir, resolve_device
+from .run import (MetricsLog, build_base, build_energy, load_run, pixel_box_config, prepare_run_dir, resolve_device,
+                  tilted_model)
 
+DATA_INIT_N = 500  # training images for the data-dependent init of weight norm
 COMPILE_MIN_GRAD_EVALS = 200_000  # `compile: auto` pays the compile time (~tens of s on CPU) past this
 
 
-def contrastive_loss(energy: nn.Module, x_pos: Tensor, x_neg: Tensor, alpha: float) -> LossOutput:
-    """CD loss with energy L2 regularization; metrics E(x⁺), E(x⁻) and their gap."""
-    e_pos, e_neg = energy(x_pos), energy(x_neg)
+def contrastive_loss(e_pos: Tensor, e_neg: Tensor, alpha: float, x_neg: Tensor) -> LossOutput:
+    """CD loss from E(x⁺), E(x⁻) (B,) with energy L2 regularization; metrics E(x⁺), E(x⁻) and their gap."""
     loss = e_pos.mean() - e_neg.mean() + alpha * (e_pos.pow(2) + e_neg.pow(2)).mean()
     ep, en = e_pos.mean().item(), e_neg.mean().item()
     return LossOutput(loss, {"loss": loss.item(), "e_pos": ep, "e_neg": en, "gap": en - ep}, x_neg)
@@ -49,21 +54,21 @@ def use_compile(cfg: TiltRunConfig, device: torch.device) -> bool:
 def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> TiltedModel:
     """Train the energy of `cfg` on the frozen base run `cfg.base` into `out`; returns the TiltedModel."""
     device = resolve_device(cfg.device)
-    base_kind, base_cfg, base = load_run(cfg.base, device)
-    if base_kind != "base":
-        raise UserError(f"--base {cfg.base} is a {base_kind} run: expected a base run (tiltkit train base)")
+    base_cfg, base = load_base(cfg, device)
     base.requires_grad_(False)
     x_train, validator = training_data(cfg, base_cfg, base, quiet)
     x_train = x_train.to(device)
     shape = tuple(x_train.shape[1:])
     energy = build_energy(cfg, shape).to(device)
+    tilted = tilted_model(cfg, base, energy)
     out = prepare_run_dir(out, resume)  # only once every input has been checked
     if hasattr(energy, "standardize"):
         energy.standardize.fit(x_train)
-    tilted = TiltedModel(base, energy)
-    opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    if not resume and cfg.energy_kwargs.get("weight_norm"):
+        init_weight_norm(tilted, x_train[:DATA_INIT_N], gen)
     buffer = ReplayBuffer(cfg.buffer_size, base.sample_noise, cfg.reinit_prob, gen) if cfg.persistent else None
     stopper = EarlyStopping(cfg.patience)
 
@@ -78,19 +83,27 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         first = state["step"] + 1
     else:
         save_yaml(cfg, out / "config.yaml", "tilt")
-        shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
+        if cfg.base == NO_BASE:
+            save_yaml(base_cfg, out / "base_config.yaml", "base")
+        else:
+            shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
     log = MetricsLog(out, resume_step=first - 1 if resume else None)
     compiled = use_compile(cfg, device)
 
     def step_fn(step: int) -> dict:
         x_pos = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)]
+        if buffer is not None and cfg.replay_max is not None:  # VAEBM: replay probability annealed up
+            buffer.reinit_prob = 1 - cfg.replay_max * min(1.0, step / cfg.replay_anneal_steps)
         start, idx = buffer.sample(cfg.batch_size, gen) if buffer else (base.sample_noise(cfg.batch_size, gen), None)
         chain = tilted.sample(cfg.train_sampler, start, gen, compiled, CompileMode(cfg.compile_mode))
         if buffer is not None:
             buffer.update(chain.noise, idx)
         with torch.no_grad():
-            x_neg = base.decode(chain.noise)
-        result = contrastive_loss(energy, x_pos, x_neg, cfg.alpha)
+            x_neg = tilted.output(chain.noise)
+            z_pos = base.encode(x_pos, gen) if tilted.joint else None
+        e_pos = tilted.data_energy(x_pos, z=z_pos)
+        e_neg = tilted.data_energy(x_neg, z=base.latent(chain.noise) if tilted.joint else None)
+        result = contrastive_loss(e_pos, e_neg, cfg.alpha, x_neg)
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(energy.parameters(), cfg.grad_clip))
@@ -99,6 +112,8 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         metrics = {**result.metrics, "grad_norm": grad_norm}
         if chain.acceptance_rate is not None:
             metrics["accept"] = chain.acceptance_rate
+        if buffer is not None:
+            metrics["replay"] = 1 - buffer.reinit_prob
         if validator is not None and step % cfg.eval_every == 0:
             metrics["val_fid"] = validator(tilted, cfg.sample_sampler)  # the base stays in eval mode throughout
             if stopper.update(step, metrics["val_fid"]):
@@ -120,6 +135,29 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         run_steps(first, cfg.steps, step_fn, save, log, cfg.checkpoint_every, quiet, desc="tilt energy",
                   should_stop=stopper.should_stop)
     return tilted.eval()
+
+
+def load_base(cfg: TiltRunConfig, device: torch.device) -> tuple[BaseRunConfig, nn.Module]:
+    """(base config, frozen base): the trained base run `cfg.base`, or a PixelBox on `cfg.data` (base: none)."""
+    if cfg.base == NO_BASE:
+        base_cfg = pixel_box_config(cfg)
+        source = DataSource.of(base_cfg)
+        if not source.is_image:
+            raise UserError(f"a pixel EBM (base: none) is for images; --data {cfg.data} is a point set")
+        return base_cfg, build_base(base_cfg, source.images("train").shape).to(device)
+    base_kind, base_cfg, base = load_run(cfg.base, device)
+    if base_kind != "base":
+        raise UserError(f"--base {cfg.base} is a {base_kind} run: expected a base run (tiltkit train base)")
+    return base_cfg, base
+
+
+@torch.no_grad()
+def init_weight_norm(tilted: TiltedModel, x: Tensor, generator: torch.Generator) -> None:
+    """Data-dependent init of a weight-normalized energy on training images (VAEBM: 5 batches)."""
+    if tilted.joint:
+        tilted.energy.data_init(x, tilted.base.encode(x, generator))
+    else:
+        tilted.energy.data_init(x)
 
 
 def training_data(cfg: TiltRunConfig, base_cfg, base: nn.Module, quiet: bool):

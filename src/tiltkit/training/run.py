@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..config import BaseRunConfig, TiltRunConfig, load_yaml
 from ..energies import ENERGIES
 from ..errors import UserError
-from ..generators import GENERATORS
+from ..generators import GENERATORS, Likelihood
 from ..tilt import TiltedModel
 from ..samplers import noise as nz
 from .checkpoint import BEST, atomic_write_text, latest_checkpoint, load_checkpoint
@@ -100,6 +100,30 @@ def build_energy(cfg: TiltRunConfig, data_shape: tuple[int, ...]) -> nn.Module:
     return build(ENERGIES, cfg.energy, cfg.energy_kwargs, data_shape, cfg.seed, "energy")
 
 
+def pixel_box_config(cfg: TiltRunConfig) -> BaseRunConfig:
+    """The base config a pixel EBM (base: none) stands on: a flat PixelBox on the tilt's own data."""
+    return BaseRunConfig(data=cfg.data, data_dir=cfg.data_dir, image_size=cfg.image_size, model="pixel-box",
+                         model_kwargs={"pixel_range": cfg.pixel_range}, steps=1, seed=cfg.seed, device=cfg.device)
+
+
+def tilted_model(cfg: TiltRunConfig, base: nn.Module, energy: nn.Module) -> TiltedModel:
+    """The TiltedModel a tilt config describes: VAEBM's pixel noise and use_mu set, a joint energy checked."""
+    if cfg.pixel_noise:
+        if not hasattr(base, "pixel_noise") or getattr(base, "likelihood", None) is Likelihood.BERNOULLI:
+            raise UserError("pixel_noise: chains over (ε_z, ε_x) need a VAE with a Gaussian decoder "
+                            "(model_kwargs.likelihood: gaussian)")
+        base.pixel_noise = True
+    if cfg.use_mu and not hasattr(base, "decode_mean"):
+        raise UserError(f"use_mu: the base {type(base).__name__} has no decoder mean")
+    if getattr(energy, "joint", False):
+        if not hasattr(base, "encode"):
+            raise UserError(f"a joint energy E(x, z) needs a VAE base with an encoder, not {type(base).__name__}")
+        if energy.latent_dim != base.latent_dim:
+            raise UserError(f"energy_kwargs.latent_dim is {energy.latent_dim}, the base's latent has "
+                            f"{base.latent_dim} dimensions")
+    return TiltedModel(base, energy, use_mu=cfg.use_mu)
+
+
 def read_run(run_dir: Path):
     """(kind, config) of a run directory, with a clear error for anything that is not one."""
     run_dir = Path(run_dir)
@@ -138,7 +162,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"):
         load_checkpoint(ckpt, {"base": model}, map_location=device)
     else:
         base_kind, base_cfg = load_yaml(Path(run_dir) / "base_config.yaml")
-        model = TiltedModel(build_base(base_cfg, data_shape), build_energy(cfg, data_shape))
+        model = tilted_model(cfg, build_base(base_cfg, data_shape), build_energy(cfg, data_shape))
         load_checkpoint(ckpt, {"base": model.base, "energy": model.energy}, map_location=device)
     return kind, cfg, model.to(device).eval()
 
@@ -161,5 +185,7 @@ def sample_run(kind: str, cfg, model: nn.Module, n: int, generator: torch.Genera
         eps = model.sample_noise(m, generator) if noise is None else nz.index(noise, slice(lo, lo + m))
         if kind == "tilt":
             eps = model.sample(cfg.sample_sampler, eps, generator).noise
-        parts.append(model.decode(eps))
+            parts.append(model.output(eps))
+        else:
+            parts.append(model.decode(eps))
     return torch.cat(parts)
