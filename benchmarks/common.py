@@ -1,10 +1,13 @@
-"""Helpers every benchmark script shares: the machine's CPU, the commit, and BENCHMARKS.md blocks."""
+"""Helpers every benchmark script shares: the machine's CPU, the commit, BENCHMARKS.md blocks, and resumable
+timed stages whose results live in one JSON file."""
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +35,32 @@ def write_block(key: str, text: str, heading: str, path: Path = ROOT / "BENCHMAR
     else:
         doc = doc.rstrip() + f"\n\n## {heading}\n\n{block}\n"
     path.write_text(doc)
+
+
+def run_stage(name: str, results: dict, fn) -> None:
+    """Run fn() unless stage `name` already finished; record its wall time and what it returns, then save.
+
+    `results` holds "path" (the JSON file) and "stages"; an interrupted benchmark resumes at its first
+    unfinished stage.
+    """
+    if name in results["stages"]:
+        print(f"[{name}] done earlier ({results['stages'][name]['seconds']:.0f} s), skipped")
+        return
+    print(f"[{name}] ...", flush=True)
+    t0 = time.perf_counter()
+    extra = fn() or {}
+    seconds = time.perf_counter() - t0
+    results["stages"][name] = {"seconds": round(seconds, 1), **extra}
+    print(f"[{name}] {seconds / 60:.1f} min {json.dumps(extra)[:300]}", flush=True)
+    save_results(results)
+
+
+def save_results(results: dict) -> None:
+    path = Path(results["path"])
+    path.write_text(json.dumps({k: v for k, v in results.items() if k != "path"}, indent=1) + "\n")
+
+
+def validation_curve(tilt_dir: Path) -> list[dict]:
+    """(step, seconds, validation domain FID) at every evaluation of an energy run."""
+    lines = [json.loads(x) for x in (tilt_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [{"step": r["step"], "seconds": r["time_s"], "val_fid": r["val_fid"]} for r in lines if "val_fid" in r]

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from common import ROOT, cpu_model, git_commit, write_block  # noqa: E402
+from common import ROOT, cpu_model, git_commit, run_stage, save_results, validation_curve, write_block  # noqa: E402
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
@@ -52,31 +52,6 @@ def recipe(data: str) -> tuple[BaseRunConfig, dict, Path]:
     path = ROOT / "configs" / f"{data.split('-')[0]}_vae_latent_ebm.yaml"
     sections = yaml.safe_load(path.read_text())
     return from_dict(BaseRunConfig, sections["base"], str(path)), sections["tilt"], path
-
-
-def run_stage(name: str, results: dict, fn) -> None:
-    """Run fn() unless the stage already finished; record its wall time and what it returns."""
-    if name in results["stages"]:
-        print(f"[{name}] done earlier ({results['stages'][name]['seconds']:.0f} s), skipped")
-        return
-    print(f"[{name}] ...", flush=True)
-    t0 = time.perf_counter()
-    extra = fn() or {}
-    seconds = time.perf_counter() - t0
-    results["stages"][name] = {"seconds": round(seconds, 1), **extra}
-    print(f"[{name}] {seconds / 60:.1f} min {json.dumps(extra)[:300]}", flush=True)
-    save(results)
-
-
-def save(results: dict) -> None:
-    path = Path(results["path"])
-    path.write_text(json.dumps({k: v for k, v in results.items() if k != "path"}, indent=1) + "\n")
-
-
-def curve(tilt_dir: Path) -> list[dict]:
-    """(step, seconds, validation domain FID) at every evaluation of the EBM run."""
-    lines = [json.loads(x) for x in (tilt_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [{"step": r["step"], "seconds": r["time_s"], "val_fid": r["val_fid"]} for r in lines if "val_fid" in r]
 
 
 def plot_curve(points: list[dict], vae_fid: float | None, path: Path, data: str) -> None:
@@ -132,7 +107,7 @@ def main() -> None:
 
         def ebm():
             train_tilt(tilt_cfg, tilt_dir, resume=(tilt_dir / "config.yaml").exists())
-            points = curve(tilt_dir)
+            points = validation_curve(tilt_dir)
             best = min(points, key=lambda q: q["val_fid"])
             steps_run = json.loads((tilt_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
             return {"curve": points, "best_step": best["step"], "steps_run": steps_run,
@@ -204,7 +179,7 @@ def finish(results: dict, out: Path, slug: str) -> None:
     results.update({"checks": checks, "date": datetime.date.today().isoformat(), "commit": git_commit()})
     if "ebm" in st:
         plot_curve(st["ebm"]["curve"], st["ebm"]["vae_val_fid"], ROOT / "docs" / f"{slug}_time_to_quality.png", data)
-    save(results)
+    save_results(results)
     title = "Fashion-MNIST" if data == "fashion-mnist" else "MNIST"
     write_block(slug, section(results), f"{title}: VAE vs VAE + latent EBM (`benchmarks/fashion_latent_ebm.py`)")
     print(json.dumps({k: v for k, v in results.items() if k not in ("stages", "path")}, indent=1))

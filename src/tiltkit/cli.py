@@ -1,10 +1,11 @@
-"""The `tiltkit` command line: train | sample | eval | demo.
+"""The `tiltkit` command line: train | sample | eval | ood | demo.
 
     tiltkit train base --data NAME_OR_PATH [--data-dir D] --model vae|conv-vae --out DIR [--steps N] [--seed S]
     tiltkit train tilt --base DIR --out DIR2 [--steps N] [--seed S] [--resume]
     tiltkit train tilt --base none --data NAME --out DIR2     (a pixel EBM: flat prior on the pixel box)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
+    tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted] [--n N]
     tiltkit demo --out DIR [--quick]
 
 Options flow into the run's config class (config.py): defaults, then `--config FILE.yaml`,
@@ -97,6 +98,21 @@ def build_parser() -> Parser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
+
+    o = sub.add_parser("ood", help="out-of-distribution detection: AUROC, AUPRC, FPR95 of a run's scores (JSON)")
+    o.add_argument("run", type=Path)
+    o.add_argument("--in", dest="in_data", help="in-distribution image set (default: the run's own data)")
+    o.add_argument("--ood", required=True,
+                   help="comma-separated OOD sets: uniform, gaussian, constant, noisy, interp, vflip (made from the "
+                        "test images), or image set names, folders, .npy/.npz files (resized to the run's shape)")
+    o.add_argument("--out", type=Path, required=True, help="folder for ood.json and hist_<score>.png")
+    o.add_argument("--scores", help="comma-separated elbo, iwae, energy, tilted (default: every score the run offers)")
+    o.add_argument("--n", type=positive_int, help="images per set (default: the whole in-distribution test split)")
+    o.add_argument("--iw-samples", type=positive_int, help="importance samples K of the iwae score (default 32)")
+    o.add_argument("--data-dir", help="where to look for image sets first")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--device", default="auto")
+    o.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("demo", help="VAE → latent EBM on 25-Gaussians and Swiss roll, with a figure")
     d.add_argument("--out", type=Path, required=True)
@@ -255,6 +271,43 @@ def eval_images(args, kind, cfg, model, source, device) -> dict:
             "metrics": [m.value for m in metrics], **report}
 
 
+def cmd_ood(args) -> None:
+    import warnings
+
+    from . import viz
+    from .atomic import atomic_write_text
+    from .data.source import DataSource
+    from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores, run_ood
+    from .training.run import MetricsLog, base_config, load_run, resolve_device
+
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file: expected a folder for ood.json and the histograms")
+    sets = parse_ood_sets(args.ood)
+    device = resolve_device(args.device)
+    kind, cfg, model = load_run(args.run, device)
+    scores = parse_scores(args.scores, kind, model)
+    base_cfg = base_config(args.run, kind, cfg)
+    own = args.in_data in (None, base_cfg.data)
+    source = (DataSource(base_cfg.data, args.data_dir or base_cfg.data_dir, base_cfg.image_size) if own
+              else DataSource(args.in_data, args.data_dir))
+    if not source.is_image:
+        raise UserError(f"--in {source.name}: OOD scoring needs an image set")
+    k = args.iw_samples or IW_SAMPLES
+    with warnings.catch_warnings():  # a resized OOD set is one line on stderr
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *_, **__: print(f"tiltkit: warning: {message}", file=sys.stderr)
+        report = run_ood(model, kind, source, sets, scores, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
+    result = {"run": str(args.run), "kind": kind, **report.summary}
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "ood.json", json.dumps(result, indent=1) + "\n")
+    for s in scores:
+        groups = [(f"in: {source.name}", report.scores_in[s])] + [(name, v[s]) for name, v in report.scores_out.items()]
+        label = SCORE_LABELS[s].replace("K samples", f"K = {k}")
+        viz.score_histograms(groups, args.out / f"hist_{s.value}.png", label, f"{args.run.name}: {s.value}")
+    MetricsLog(args.run).write({"ood": result})
+    print(json.dumps(result))
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -263,7 +316,7 @@ def cmd_demo(args) -> None:
     print(f"wrote {args.out / 'demo.png'} and {args.out / 'metrics.json'}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ood": cmd_ood, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,3 +97,35 @@ def compare_figure(panels: list[tuple[str, torch.Tensor]], path: Path, nrow: int
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- OOD scores ---------------------------------------------------------------------------
+
+def score_histograms(groups: list[tuple[str, np.ndarray]], path: Path, xlabel: str, title: str = "",
+                     bins: int = 60, span: float = 6.0) -> None:
+    """Overlaid histograms of one OOD score: the in-distribution set first, then each OOD set (VAEBM Fig. 4).
+
+    groups: (label, scores (N,)) pairs, in-distribution first. The axis covers every set's 0.5th–99.5th
+    percentile, but reaches at most `span` in-distribution widths (its 1st–99th percentile range) beyond
+    the in-distribution range, so one extreme set cannot squash the rest; scores off the axis are drawn
+    in the edge bin and counted in the legend. Densities, so sets of different sizes compare.
+    """
+    p_in = np.percentile(groups[0][1], [1, 99])
+    width = max(float(p_in[1] - p_in[0]), 1e-6 * max(1.0, float(np.abs(p_in).max())))
+    lo = max(min(float(np.percentile(v, 0.5)) for _, v in groups), p_in[0] - span * width)
+    hi = min(max(float(np.percentile(v, 99.5)) for _, v in groups), p_in[1] + span * width)
+    pad = 0.02 * (hi - lo) if hi > lo else 0.5 * width
+    lo, hi = lo - pad, hi + pad
+    edges = np.linspace(lo, hi, bins + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, v) in enumerate(groups):
+        off = float(np.mean((v < lo) | (v > hi)))
+        note = f" ({off:.0%} off the axis)" if off >= 0.01 else ""
+        kw = {"color": "black", "lw": 1.8, "histtype": "step"} if i == 0 else {"alpha": 0.35, "histtype": "stepfilled"}
+        ax.hist(np.clip(v, lo, hi), bins=edges, density=True, label=f"{label} (n={len(v)}){note}", **kw)
+    ax.set(xlabel=f"{xlabel}   (higher = more in-distribution)", ylabel="density", title=title, xlim=(lo, hi))
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,149 @@
+"""Out-of-distribution detection by each run's scores, side by side: AUROC per OOD set and run/score.
+
+Every score a run offers (tiltkit.metrics.ood: elbo, iwae for a VAE; + energy, tilted for a tilted VAE;
+energy for a pixel EBM) is computed on n in-distribution test images and n images of each OOD set. All
+runs see the same images: the sets are drawn from --seed alone. Writes benchmarks/results/ood_<in>.json
+and the `ood` section of BENCHMARKS.md (rows: OOD sets; columns: run/score AUROC).
+
+    .venv/bin/python benchmarks/ood.py --run vae=runs/bench-fashion-mnist/vae \\
+        --run latent-ebm=runs/bench-fashion-mnist/tilt --in fashion-mnist --n 2000
+    .venv/bin/python benchmarks/ood.py --run ... --n 200 --no-write        # a smoke run: prints, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import ROOT, cpu_model, git_commit, write_block
+from tiltkit.data.source import DataSource
+from tiltkit.errors import UserError
+from tiltkit.metrics.ood import IW_SAMPLES, NOISE_SIGMA, available_scores, parse_ood_sets, run_ood
+from tiltkit.training.run import base_config, load_run
+
+DEFAULT_OOD = "mnist,uniform,gaussian,constant,noisy,interp,vflip"
+
+
+def parse_runs(pairs: list[str]) -> dict[str, Path]:
+    runs = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--run {pair!r}: expected NAME=DIR, e.g. vae=runs/bench-fashion-mnist/vae")
+        if name in runs:
+            raise UserError(f"--run {name} given twice")
+        runs[name] = Path(path)
+    if not runs:
+        raise UserError("give at least one --run NAME=DIR")
+    return runs
+
+
+def evaluate(runs: dict[str, Path], args) -> dict:
+    sets = parse_ood_sets(args.ood)
+    out: dict = {"in": args.in_data, "n": args.n, "seed": args.seed, "iw_samples": args.iw_samples,
+                 "noise_sigma": NOISE_SIGMA, "ood": sets, "runs": {}}
+    for name, run_dir in runs.items():
+        t0 = time.perf_counter()
+        kind, cfg, model = load_run(run_dir)
+        base_cfg = base_config(run_dir, kind, cfg)
+        own = args.in_data == base_cfg.data
+        source = DataSource(args.in_data, base_cfg.data_dir if own else None, base_cfg.image_size if own else None)
+        report = run_ood(model, kind, source, sets, available_scores(kind, model), args.n, args.seed,
+                         args.data_dir, args.iw_samples, quiet=args.quiet)
+        seconds = round(time.perf_counter() - t0, 1)
+        out["runs"][name] = {"dir": str(run_dir), "kind": kind, "model": type(model).__name__,
+                             "base": type(model.base if kind == "tilt" else model).__name__,
+                             "seconds": seconds, **report.summary}
+        out["n"] = report.summary["n"]
+        print(f"[{name}] {seconds:.0f} s: " + json.dumps({k: {s: m["auroc"] for s, m in v.items()}
+                                                           for k, v in report.summary["results"].items()}), flush=True)
+    return out
+
+
+def table(r: dict) -> str:
+    cols = [(run, s) for run, v in r["runs"].items() for s in v["scores"]]
+    rows = ["| OOD set | " + " | ".join(f"{run} {s}" for run, s in cols) + " |",
+            "|---|" + "---:|" * len(cols)]
+    for name in r["ood"]:
+        cells = []
+        for run, s in cols:
+            auroc = r["runs"][run]["results"][name][s]["auroc"]
+            best = max(r["runs"][q]["results"][name][t]["auroc"] for q, t in cols)
+            cells.append(f"**{auroc:.3f}**" if auroc == best else f"{auroc:.3f}")
+        n_set = r["runs"][cols[0][0]]["sets"][name]["n"]
+        rows.append(f"| {name}{'' if n_set == r['n'] else f' (n={n_set})'} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def section(r: dict) -> str:
+    runs = "; ".join(f"{k} = `{v['dir']}` ({v['base'] if v['kind'] == 'base' else 'tilted ' + v['base']}, "
+                     f"{v['seconds']:.0f} s)" for k, v in r["runs"].items())
+    resized = {name: s["resized"] for run in r["runs"].values() for name, s in run["sets"].items() if s["resized"]}
+    notes = "".join(f" {k}: {note}." for k, note in resized.items())
+    source = next(iter(r["runs"].values()))["source"]
+    return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}, torch {r['torch']}. "
+            f"In-distribution: {r['in']} test split ({source}), n = {r['n']} images per set, seed {r['seed']}; "
+            f"runs: {runs}. AUROC with in-distribution as the positive class and every score oriented "
+            f"higher = more in-distribution (elbo, iwae with K = {r['iw_samples']}, energy = −E(x), "
+            f"tilted = ELBO − E(x)); 0.5 is chance, below 0.5 the score prefers the OOD set. "
+            f"Synthetic sets are made from the same n test images (noisy: σ = {r['noise_sigma']:g} on 0..255)."
+            f"{notes} AUPRC and FPR95 in `benchmarks/results/ood_{r['slug']}.json`.\n\n{table(r)}\n\n"
+            f"Reproduce: `.venv/bin/python benchmarks/ood.py {r['argv']}`.\n")
+
+
+def reproduce(argv: list[str]) -> str:
+    """The command line without the options that only say where to write (or not)."""
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--markdown", "--results"):
+            skip = True
+        elif a != "--no-write" and not a.startswith(("--markdown=", "--results=")):
+            keep.append(a if " " not in a else repr(a))
+    return " ".join(keep)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", action="append", default=[], metavar="NAME=DIR", help="a run to score (repeatable)")
+    p.add_argument("--in", dest="in_data", default="fashion-mnist", help="in-distribution image set")
+    p.add_argument("--ood", default=DEFAULT_OOD, help="comma-separated OOD sets (tiltkit ood --ood)")
+    p.add_argument("--n", type=int, help="images per set (default: the whole test split)")
+    p.add_argument("--iw-samples", type=int, default=IW_SAMPLES)
+    p.add_argument("--data-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="where the section goes")
+    p.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/ood_<in>.json)")
+    p.add_argument("--no-write", action="store_true", help="print the results and the section; write nothing")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        results = evaluate(parse_runs(args.run), args)
+    except UserError as exc:
+        sys.exit(f"benchmarks/ood.py: error: {exc}")
+    slug = args.in_data.replace("-", "_").replace("/", "_").strip("_.")
+    results.update({"date": datetime.date.today().isoformat(), "commit": git_commit(), "cpu": cpu_model(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__, "slug": slug,
+                    "argv": reproduce(sys.argv[1:])})
+    text = section(results)
+    print(text)
+    if args.no_write:
+        return
+    path = args.results or ROOT / "benchmarks" / "results" / f"ood_{slug}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    write_block("ood", text, f"Out-of-distribution detection, in-distribution {args.in_data} (`benchmarks/ood.py`)",
+                args.markdown)
+    print(f"wrote {path} and the ood section of {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
