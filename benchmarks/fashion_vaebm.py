@@ -1,0 +1,223 @@
+"""VAEBM, its two proposal extensions and the pixel-EBM baseline on Fashion-MNIST, end to end.
+
+Same protocol as benchmarks/fashion_latent_ebm.py: n samples per model against the test set, domain
+metrics (the project's classifier) and Inception FID, every stage timed on its own (2 CPU threads)
+and written to the results JSON as it ends, so an interrupted run resumes at its first unfinished stage.
+
+    classifier       the domain classifier (cached per data set)
+    vae              stage 1: the Gaussian-decoder VAE (configs/fashion_vaebm.yaml, `base:`)
+    vaebm            stage 2: the pixel energy, Langevin over (ε_z, ε_x) (`tilt:`)
+    joint            the same with a joint energy E(x, z) (proposal extension 1)
+    pixel            the pixel EBM baseline (configs/fashion_pixel_ebm.yaml)
+    sample-MODEL     n samples of each model; `vaebm-hmc` samples the VAEBM energy with HMC at the
+                     Langevin sampler's number of gradient evaluations (proposal extension 2)
+    domain-MODEL     domain FID / KID / PRDC / class KL (the first also gives the train-vs-test floor)
+    inception-MODEL  Inception FID (test statistics cached)
+
+Checks: VAEBM FID ≤ 0.5 × its own VAE's on both scales, and below the latent EBM's result
+(benchmarks/results/fashion_mnist_latent_ebm.json).
+
+    .venv/bin/python benchmarks/fashion_vaebm.py                        # everything (hours on 2 cores)
+    .venv/bin/python benchmarks/fashion_vaebm.py --stages classifier,vae,vaebm,sample-vae,sample-vaebm
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from common import ROOT, cpu_model, git_commit, run_stage, save_results, validation_curve, write_block
+from tiltkit import viz
+from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict
+from tiltkit.data.source import DataSource
+from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images, sample_images
+from tiltkit.samplers import SamplerConfig, SamplerKind
+from tiltkit.training import load_run, train_base, train_tilt
+
+VAEBM_RECIPE = ROOT / "configs" / "fashion_vaebm.yaml"
+PIXEL_RECIPE = ROOT / "configs" / "fashion_pixel_ebm.yaml"
+LATENT_RESULT = ROOT / "benchmarks" / "results" / "fashion_mnist_latent_ebm.json"
+JOINT = {"energy": "conv-small-joint", "energy_kwargs": {"latent_dim": 100, "width": 32, "hidden": 128,
+                                                         "weight_norm": True}}
+HMC_LEAPFROG = 5
+MODELS = {  # key: (label, run folder)
+    "vae": ("VAE (Gaussian decoder; samples μ(z))", "vae"),
+    "vaebm": ("VAEBM (Langevin over (ε_z, ε_x))", "vaebm"),
+    "vaebm-hmc": ("VAEBM sampled by HMC, equal gradient evaluations", "vaebm"),
+    "joint": ("VAEBM + joint energy E(x, z)", "joint"),
+    "pixel": ("pixel EBM (IGEBM-style, flat prior)", "pixel"),
+}
+PAPER = {"pixel": "39.3 (tilting paper, \"EBM on data\")"}
+TRAIN_STAGES = ("classifier", "vae", "vaebm", "joint", "pixel")
+STAGES = TRAIN_STAGES + tuple(f"{s}-{m}" for s in ("sample", "domain", "inception") for m in MODELS)
+
+
+def recipes() -> tuple[BaseRunConfig, dict, dict]:
+    vaebm = yaml.safe_load(VAEBM_RECIPE.read_text())
+    pixel = yaml.safe_load(PIXEL_RECIPE.read_text())["tilt"]
+    return from_dict(BaseRunConfig, vaebm["base"], str(VAEBM_RECIPE)), vaebm["tilt"], pixel
+
+
+def hmc_like(sampler: SamplerConfig) -> SamplerConfig:
+    """HMC with the Langevin sampler's gradient evaluations: steps/L iterations of L leapfrogs, h = √η
+    (one leapfrog step of size √η moves like one Langevin step of size η)."""
+    return SamplerConfig(SamplerKind.HMC, steps=max(1, sampler.steps // HMC_LEAPFROG),
+                         step_size=sampler.step_size ** 0.5, n_leapfrog=HMC_LEAPFROG)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-vaebm", help="work folder")
+    p.add_argument("--n", type=int, default=10_000, help="samples per model")
+    p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_vaebm.json"
+    results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
+    results.setdefault("stages", {})
+    base_cfg, vaebm_values, pixel_values = recipes()
+    source = DataSource.of(base_cfg)
+    n = min(args.n, len(source.images("train").x))
+    results.update({"path": str(res_path), "source": source.images("train").source, "n": n, "cpu": cpu_model(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "recipes": [str(r.relative_to(ROOT)) for r in (VAEBM_RECIPE, PIXEL_RECIPE)]})
+    tilt_cfgs = {
+        "vaebm": from_dict(TiltRunConfig, {**vaebm_values, "base": str(out / "vae")}, str(VAEBM_RECIPE)),
+        "joint": from_dict(TiltRunConfig, {**vaebm_values, **JOINT, "base": str(out / "vae")}, "joint"),
+        "pixel": from_dict(TiltRunConfig, pixel_values, str(PIXEL_RECIPE)),
+    }
+
+    for stage in stages:
+        if stage == "classifier":
+            run_stage(stage, results, lambda: (classifier_for(source, quiet=False),
+                                               {"checksum": source.images("train").checksum()})[1])
+        elif stage == "vae":
+            def vae():
+                train_base(base_cfg, out / "vae", resume=(out / "vae" / "config.yaml").exists())
+                return {"steps": base_cfg.steps}
+            run_stage(stage, results, vae)
+        elif stage in tilt_cfgs:
+            run_stage(stage, results, lambda stage=stage: train_energy(tilt_cfgs[stage], out / stage))
+        else:
+            what, key = stage.split("-", 1)
+            run_stage(stage, results, lambda what=what, key=key: STAGE_FNS[what](key, out, n, source, results))
+    finish(results)
+
+
+def train_energy(cfg: TiltRunConfig, run: Path) -> dict:
+    train_tilt(cfg, run, resume=(run / "config.yaml").exists())
+    points = validation_curve(run)
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    best = min(points, key=lambda q: q["val_fid"]) if points else None
+    return {"curve": points, "best_step": best and best["step"], "steps_run": last["step"]}
+
+
+def sample(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
+    kind, cfg, model = load_run(out / MODELS[key][1])
+    if key == "vaebm-hmc":
+        cfg = dataclasses.replace(cfg, sample_sampler=hmc_like(cfg.sample_sampler))
+    t0 = time.perf_counter()
+    x = sample_images(model, kind, cfg, n, torch.Generator().manual_seed(1), quiet=False)
+    seconds = time.perf_counter() - t0
+    np.savez_compressed(out / f"samples_{key}.npz", x=x.numpy())
+    info = {"sample_seconds": round(seconds, 1)}
+    if kind == "tilt":
+        info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(cfg.sample_sampler).items()}
+        info["gradient_evaluations"] = cfg.sample_sampler.gradient_evaluations()
+    if key == "vaebm":
+        picture(model, cfg, ROOT / "docs" / "fashion_mnist_vaebm.png")
+    return info
+
+
+def picture(model, cfg, path: Path) -> None:
+    """64 VAE samples and the VAEBM samples started from the same noise, side by side."""
+    gen = torch.Generator().manual_seed(7)
+    noise = model.sample_noise(64, gen)
+    base = sample_images(model.base, "base", None, 64, gen, noise=noise[0])
+    tilted = sample_images(model, "tilt", cfg, 64, gen, noise=noise)
+    viz.compare_figure([("VAE (decoder mean)", base), ("VAEBM", tilted)], path, nrow=8)
+
+
+def evaluate(metrics: list[Metric]):
+    def fn(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
+        x = torch.from_numpy(np.load(out / f"samples_{key}.npz")["x"])
+        floor = Metric.FID in metrics and not any(s.startswith("domain-") for s in results["stages"])
+        report = evaluate_images(x, source, metrics, quiet=False, floor=floor)
+        return {k: v for k, v in report.items() if k in ("model", "floor", "classifier_test_accuracy")}
+    return fn
+
+
+STAGE_FNS = {"sample": sample, "domain": evaluate([Metric.FID, Metric.KID, Metric.PRDC, Metric.CLASSES]),
+             "inception": evaluate([Metric.INCEPTION_FID])}
+
+
+def figure(results: dict, key: str, metric: str) -> float | None:
+    stage = results["stages"].get(f"{'inception' if metric == 'inception_fid' else 'domain'}-{key}")
+    return stage["model"][metric] if stage else None
+
+
+def finish(results: dict) -> None:
+    latent = json.loads(LATENT_RESULT.read_text())["stages"] if LATENT_RESULT.exists() else {}
+    checks = {}
+    for metric, latent_stage in (("fid", "domain"), ("inception_fid", "inception")):
+        vae, vaebm = figure(results, "vae", metric), figure(results, "vaebm", metric)
+        ratio = vaebm / vae if vae and vaebm is not None else None
+        results[f"{metric}_ratio"] = ratio and round(ratio, 4)
+        checks[f"VAEBM / VAE {metric} <= 0.5"] = None if ratio is None else ratio <= 0.5
+        ref = latent.get(latent_stage, {}).get("tilted", {}).get(metric)
+        checks[f"VAEBM {metric} < latent EBM's ({ref})"] = None if vaebm is None or ref is None else vaebm < ref
+    results.update({"checks": checks, "date": datetime.date.today().isoformat(), "commit": git_commit()})
+    save_results(results)
+    write_block("fashion-vaebm", section(results), "Fashion-MNIST: VAEBM, extensions and the pixel EBM "
+                "(`benchmarks/fashion_vaebm.py`)")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("stages", "path")}, indent=1))
+
+
+def section(r: dict) -> str:
+    st = r["stages"]
+    fmt = lambda v, f=".2f": "–" if v is None else format(v, f)  # noqa: E731
+    rows = ["| model | Inception FID | domain FID | KID | precision | recall | coverage | class KL | "
+            "sampling (grad evals, s) | paper |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    floor = next((s["floor"] for k, s in st.items() if k.startswith("domain-") and "floor" in s), None)
+    if floor:
+        rows.append(f"| real: {r['n']} train vs test images (floor) | – | {floor['fid']:.2f} | {floor['kid']:.4f} | "
+                    f"{floor['precision']:.3f} | {floor['recall']:.3f} | {floor['coverage']:.3f} | "
+                    f"{floor['class_kl']:.4f} | | |")
+    for key, (label, _) in MODELS.items():
+        d = st.get(f"domain-{key}", {}).get("model", {})
+        s = st.get(f"sample-{key}", {})
+        cost = f"{s.get('gradient_evaluations', 0)}, {s['sample_seconds']:.0f}" if s else "–"
+        rows.append(f"| {label} | {fmt(figure(r, key, 'inception_fid'))} | {fmt(d.get('fid'))} | "
+                    f"{fmt(d.get('kid'), '.4f')} | {fmt(d.get('precision'), '.3f')} | {fmt(d.get('recall'), '.3f')} | "
+                    f"{fmt(d.get('coverage'), '.3f')} | {fmt(d.get('class_kl'), '.4f')} | {cost} | "
+                    f"{PAPER.get(key, '')} |")
+    steps = " · ".join(f"{k}: best step {st[k]['best_step']} of {st[k]['steps_run']}"
+                       for k in ("vaebm", "joint", "pixel") if k in st)
+    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in st.items())
+    checks = "; ".join(f"{k}: {'met' if ok else 'NOT met' if ok is False else 'not yet run'}"
+                       for k, ok in r["checks"].items())
+    return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Data: "
+            f"{r['source']}; recipes {', '.join(f'`{x}`' for x in r['recipes'])}; {r['n']} samples per model "
+            f"against the test set. Energy trainings (validation domain FID every `eval_every` steps, the best "
+            f"kept): {steps}.\n\n" + "\n".join(rows) +
+            f"\n\nRatios VAEBM / VAE: Inception FID {r.get('inception_fid_ratio')}, domain FID {r.get('fid_ratio')}."
+            f"\n\nStage wall times: {times}.\n\nTargets: {checks}.\n")
+
+
+if __name__ == "__main__":
+    main()
