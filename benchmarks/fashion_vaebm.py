@@ -7,6 +7,9 @@ and written to the results JSON as it ends, so an interrupted run resumes at its
     classifier       the domain classifier (cached per data set)
     vae              stage 1: the Gaussian-decoder VAE (configs/fashion_vaebm.yaml, `base:`)
     vaebm            stage 2: the pixel energy, Langevin over (ε_z, ε_x) (`tilt:`)
+    vae-bernoulli    the latent-EBM benchmark's Bernoulli VAE (configs/fashion_vaebm_bernoulli.yaml, `base:`;
+                     copied from runs/bench-fashion-mnist/vae when that run exists with the same recipe)
+    vaebm-bernoulli  the same pixel energy on it, Langevin over ε_z (x = μ(ε_z))
     joint            the same with a joint energy E(x, z) (proposal extension 1)
     pixel            the pixel EBM baseline (configs/fashion_pixel_ebm.yaml)
     sample-MODEL     n samples of each model; `vaebm-hmc` samples the VAEBM energy with HMC at the
@@ -14,8 +17,8 @@ and written to the results JSON as it ends, so an interrupted run resumes at its
     domain-MODEL     domain FID / KID / PRDC / class KL (the first also gives the train-vs-test floor)
     inception-MODEL  Inception FID (test statistics cached)
 
-Checks: VAEBM FID ≤ 0.5 × its own VAE's on both scales, and below the latent EBM's result
-(benchmarks/results/fashion_mnist_latent_ebm.json).
+Checks, for each VAEBM (Gaussian and Bernoulli VAE): FID ≤ 0.5 × its own VAE's on both scales, and below
+the latent EBM's result (benchmarks/results/fashion_mnist_latent_ebm.json).
 
     .venv/bin/python benchmarks/fashion_vaebm.py                        # everything (hours on 2 cores)
     .venv/bin/python benchmarks/fashion_vaebm.py --stages classifier,vae,vaebm,sample-vae,sample-vaebm
@@ -27,6 +30,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -43,6 +47,8 @@ from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.training import load_run, train_base, train_tilt
 
 VAEBM_RECIPE = ROOT / "configs" / "fashion_vaebm.yaml"
+BERNOULLI_RECIPE = ROOT / "configs" / "fashion_vaebm_bernoulli.yaml"
+LATENT_VAE = ROOT / "runs" / "bench-fashion-mnist" / "vae"
 PIXEL_RECIPE = ROOT / "configs" / "fashion_pixel_ebm.yaml"
 LATENT_RESULT = ROOT / "benchmarks" / "results" / "fashion_mnist_latent_ebm.json"
 JOINT = {"energy": "conv-small-joint", "energy_kwargs": {"latent_dim": 100, "width": 32, "hidden": 128,
@@ -53,17 +59,29 @@ MODELS = {  # key: (label, run folder)
     "vaebm": ("VAEBM (Langevin over (ε_z, ε_x))", "vaebm"),
     "vaebm-hmc": ("VAEBM sampled by HMC, equal gradient evaluations", "vaebm"),
     "joint": ("VAEBM + joint energy E(x, z)", "joint"),
+    "vae-bernoulli": ("VAE (Bernoulli decoder, the latent-EBM benchmark's; samples μ(z))", "vae-bernoulli"),
+    "vaebm-bernoulli": ("VAEBM on the Bernoulli VAE (Langevin over ε_z)", "vaebm-bernoulli"),
     "pixel": ("pixel EBM (IGEBM-style, flat prior)", "pixel"),
 }
 PAPER = {"pixel": "39.3 (tilting paper, \"EBM on data\")"}
-TRAIN_STAGES = ("classifier", "vae", "vaebm", "joint", "pixel")
+PAIRS = (("vae", "vaebm"), ("vae-bernoulli", "vaebm-bernoulli"))  # (VAE, its VAEBM), checked alike
+TRAIN_STAGES = ("classifier", "vae", "vaebm", "joint", "vae-bernoulli", "vaebm-bernoulli", "pixel")
 STAGES = TRAIN_STAGES + tuple(f"{s}-{m}" for s in ("sample", "domain", "inception") for m in MODELS)
 
 
-def recipes() -> tuple[BaseRunConfig, dict, dict]:
-    vaebm = yaml.safe_load(VAEBM_RECIPE.read_text())
-    pixel = yaml.safe_load(PIXEL_RECIPE.read_text())["tilt"]
-    return from_dict(BaseRunConfig, vaebm["base"], str(VAEBM_RECIPE)), vaebm["tilt"], pixel
+def recipe(path: Path) -> tuple[BaseRunConfig, dict]:
+    values = yaml.safe_load(path.read_text())
+    return from_dict(BaseRunConfig, values["base"], str(path)), values["tilt"]
+
+
+def train_vae(cfg: BaseRunConfig, run: Path, copy_from: Path | None = None) -> dict:
+    """Stage 1; a finished run of the same recipe at `copy_from` is copied instead of trained again."""
+    same = copy_from and (copy_from / "config.yaml").exists() and (
+        yaml.safe_load((copy_from / "config.yaml").read_text()) == dataclasses.asdict(cfg) | {"kind": "base"})
+    if same and not run.exists():
+        shutil.copytree(copy_from, run)
+    train_base(cfg, run, resume=(run / "config.yaml").exists())
+    return {"steps": cfg.steps, **({"copied_from": str(copy_from)} if same else {})}
 
 
 def hmc_like(sampler: SamplerConfig) -> SamplerConfig:
@@ -90,15 +108,19 @@ def main() -> None:
     res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_vaebm.json"
     results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
     results.setdefault("stages", {})
-    base_cfg, vaebm_values, pixel_values = recipes()
+    base_cfg, vaebm_values = recipe(VAEBM_RECIPE)
+    bernoulli_cfg, bernoulli_values = recipe(BERNOULLI_RECIPE)
+    pixel_values = yaml.safe_load(PIXEL_RECIPE.read_text())["tilt"]
     source = DataSource.of(base_cfg)
     n = min(args.n, len(source.images("train").x))
     results.update({"path": str(res_path), "source": source.images("train").source, "n": n, "cpu": cpu_model(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "recipes": [str(r.relative_to(ROOT)) for r in (VAEBM_RECIPE, PIXEL_RECIPE)]})
+                    "recipes": [str(r.relative_to(ROOT)) for r in (VAEBM_RECIPE, BERNOULLI_RECIPE, PIXEL_RECIPE)]})
     tilt_cfgs = {
         "vaebm": from_dict(TiltRunConfig, {**vaebm_values, "base": str(out / "vae")}, str(VAEBM_RECIPE)),
         "joint": from_dict(TiltRunConfig, {**vaebm_values, **JOINT, "base": str(out / "vae")}, "joint"),
+        "vaebm-bernoulli": from_dict(TiltRunConfig, {**bernoulli_values, "base": str(out / "vae-bernoulli")},
+                                     str(BERNOULLI_RECIPE)),
         "pixel": from_dict(TiltRunConfig, pixel_values, str(PIXEL_RECIPE)),
     }
 
@@ -107,10 +129,9 @@ def main() -> None:
             run_stage(stage, results, lambda: (classifier_for(source, quiet=False),
                                                {"checksum": source.images("train").checksum()})[1])
         elif stage == "vae":
-            def vae():
-                train_base(base_cfg, out / "vae", resume=(out / "vae" / "config.yaml").exists())
-                return {"steps": base_cfg.steps}
-            run_stage(stage, results, vae)
+            run_stage(stage, results, lambda: train_vae(base_cfg, out / "vae"))
+        elif stage == "vae-bernoulli":
+            run_stage(stage, results, lambda: train_vae(bernoulli_cfg, out / stage, copy_from=LATENT_VAE))
         elif stage in tilt_cfgs:
             run_stage(stage, results, lambda stage=stage: train_energy(tilt_cfgs[stage], out / stage))
         else:
@@ -139,8 +160,8 @@ def sample(key: str, out: Path, n: int, source: DataSource, results: dict) -> di
     if kind == "tilt":
         info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(cfg.sample_sampler).items()}
         info["gradient_evaluations"] = cfg.sample_sampler.gradient_evaluations()
-    if key == "vaebm":
-        picture(model, cfg, ROOT / "docs" / "fashion_mnist_vaebm.png")
+    if key in ("vaebm", "vaebm-bernoulli"):
+        picture(model, cfg, ROOT / "docs" / f"fashion_mnist_{key.replace('-', '_')}.png")
     return info
 
 
@@ -148,7 +169,7 @@ def picture(model, cfg, path: Path) -> None:
     """64 VAE samples and the VAEBM samples started from the same noise, side by side."""
     gen = torch.Generator().manual_seed(7)
     noise = model.sample_noise(64, gen)
-    base = sample_images(model.base, "base", None, 64, gen, noise=noise[0])
+    base = sample_images(model.base, "base", None, 64, gen, noise=model.base.latent(noise))
     tilted = sample_images(model, "tilt", cfg, 64, gen, noise=noise)
     viz.compare_figure([("VAE (decoder mean)", base), ("VAEBM", tilted)], path, nrow=8)
 
@@ -173,15 +194,18 @@ def figure(results: dict, key: str, metric: str) -> float | None:
 
 def finish(results: dict) -> None:
     latent = json.loads(LATENT_RESULT.read_text())["stages"] if LATENT_RESULT.exists() else {}
-    checks = {}
-    for metric, latent_stage in (("fid", "domain"), ("inception_fid", "inception")):
-        vae, vaebm = figure(results, "vae", metric), figure(results, "vaebm", metric)
-        ratio = vaebm / vae if vae and vaebm is not None else None
-        results[f"{metric}_ratio"] = ratio and round(ratio, 4)
-        checks[f"VAEBM / VAE {metric} <= 0.5"] = None if ratio is None else ratio <= 0.5
-        ref = latent.get(latent_stage, {}).get("tilted", {}).get(metric)
-        checks[f"VAEBM {metric} < latent EBM's ({ref:.2f})" if ref else f"VAEBM {metric} < latent EBM's"] = (
-            None if vaebm is None or ref is None else vaebm < ref)
+    checks, results["ratios"] = {}, {}
+    for vae_key, vaebm_key in PAIRS:
+        for metric, latent_stage in (("fid", "domain"), ("inception_fid", "inception")):
+            vae, vaebm = figure(results, vae_key, metric), figure(results, vaebm_key, metric)
+            ratio = vaebm / vae if vae and vaebm is not None else None
+            results["ratios"][f"{vaebm_key} {metric}"] = ratio and round(ratio, 4)
+            checks[f"{vaebm_key} / {vae_key} {metric} <= 0.5"] = None if ratio is None else ratio <= 0.5
+            ref = latent.get(latent_stage, {}).get("tilted", {}).get(metric)
+            checks[f"{vaebm_key} {metric} < latent EBM's ({ref:.2f})" if ref else
+                   f"{vaebm_key} {metric} < latent EBM's"] = None if vaebm is None or ref is None else vaebm < ref
+    for old in ("fid_ratio", "inception_fid_ratio"):
+        results.pop(old, None)
     results.update({"checks": checks, "date": datetime.date.today().isoformat(), "commit": git_commit()})
     save_results(results)
     write_block("fashion-vaebm", section(results), "Fashion-MNIST: VAEBM, extensions and the pixel EBM "
@@ -208,16 +232,18 @@ def section(r: dict) -> str:
                     f"{fmt(d.get('coverage'), '.3f')} | {fmt(d.get('class_kl'), '.4f')} | {cost} | "
                     f"{PAPER.get(key, '')} |")
     steps = " · ".join(f"{k}: best step {st[k]['best_step']} of {st[k]['steps_run']}"
-                       for k in ("vaebm", "joint", "pixel") if k in st)
-    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in st.items())
+                       for k in ("vaebm", "joint", "vaebm-bernoulli", "pixel") if k in st)
+    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" if "copied_from" not in v else
+                       f"{k} copied from `{Path(v['copied_from']).relative_to(ROOT)}`" for k, v in st.items())
+    ratios = "; ".join(f"{k} {v if v is not None else '–'}" for k, v in r["ratios"].items())
     checks = "; ".join(f"{k}: {'met' if ok else 'NOT met' if ok is False else 'not yet run'}"
                        for k, ok in r["checks"].items())
     return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Data: "
             f"{r['source']}; recipes {', '.join(f'`{x}`' for x in r['recipes'])}; {r['n']} samples per model "
             f"against the test set. Energy trainings (validation domain FID every `eval_every` steps, the best "
             f"kept): {steps}.\n\n" + "\n".join(rows) +
-            f"\n\nRatios VAEBM / VAE: Inception FID {r.get('inception_fid_ratio') or '–'}, domain FID "
-            f"{r.get('fid_ratio') or '–'}. Published anchors are for CIFAR-10 only (NVAE ≈ 51.7 → VAEBM 12.19)."
+            f"\n\nRatios VAEBM / its VAE: {ratios}. Published anchors are for CIFAR-10 only "
+            f"(NVAE ≈ 51.7 → VAEBM 12.19)."
             f"\n\nStage wall times: {times}.\n\nTargets: {checks}.\n")
 
 

@@ -3,11 +3,12 @@
 Every score a run offers (tiltkit.metrics.ood: elbo, iwae for a VAE; + energy, tilted for a tilted VAE;
 energy for a pixel EBM) is computed on n in-distribution test images and n images of each OOD set. All
 runs see the same images: the sets are drawn from --seed alone. Writes benchmarks/results/ood_<in>.json
-and the `ood` section of BENCHMARKS.md (rows: OOD sets; columns: run/score AUROC).
+and the `ood` section of BENCHMARKS.md (rows: run and score; columns: OOD sets; AUROC).
 
     .venv/bin/python benchmarks/ood.py --run vae=runs/bench-fashion-mnist/vae \\
         --run latent-ebm=runs/bench-fashion-mnist/tilt --in fashion-mnist --n 2000
     .venv/bin/python benchmarks/ood.py --run ... --n 200 --no-write        # a smoke run: prints, writes nothing
+    .venv/bin/python benchmarks/ood.py --rewrite                           # the section again from the JSON
 """
 
 from __future__ import annotations
@@ -67,17 +68,16 @@ def evaluate(runs: dict[str, Path], args) -> dict:
 
 
 def table(r: dict) -> str:
+    """Rows: run and score; columns: OOD sets; the best AUROC of each set in bold."""
     cols = [(run, s) for run, v in r["runs"].items() for s in v["scores"]]
-    rows = ["| OOD set | " + " | ".join(f"{run} {s}" for run, s in cols) + " |",
-            "|---|" + "---:|" * len(cols)]
-    for name in r["ood"]:
-        cells = []
-        for run, s in cols:
-            auroc = r["runs"][run]["results"][name][s]["auroc"]
-            best = max(r["runs"][q]["results"][name][t]["auroc"] for q, t in cols)
-            cells.append(f"**{auroc:.3f}**" if auroc == best else f"{auroc:.3f}")
-        n_set = r["runs"][cols[0][0]]["sets"][name]["n"]
-        rows.append(f"| {name}{'' if n_set == r['n'] else f' (n={n_set})'} | " + " | ".join(cells) + " |")
+    first = r["runs"][cols[0][0]]["sets"]
+    heads = [name if first[name]["n"] == r["n"] else f"{name} (n={first[name]['n']})" for name in r["ood"]]
+    best = {name: max(r["runs"][q]["results"][name][t]["auroc"] for q, t in cols) for name in r["ood"]}
+    rows = ["| run | score | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
+    for run, s in cols:
+        cells = [r["runs"][run]["results"][name][s]["auroc"] for name in r["ood"]]
+        rows.append(f"| {run} | {s} | " + " | ".join(f"**{a:.3f}**" if a == best[name] else f"{a:.3f}"
+                                                   for a, name in zip(cells, r["ood"])) + " |")
     return "\n".join(rows)
 
 
@@ -123,14 +123,23 @@ def main() -> None:
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="where the section goes")
     p.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/ood_<in>.json)")
     p.add_argument("--no-write", action="store_true", help="print the results and the section; write nothing")
+    p.add_argument("--rewrite", action="store_true", help="score nothing: write the section from the results JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
+    slug = args.in_data.replace("-", "_").replace("/", "_").strip("_.")
+    path = args.results or ROOT / "benchmarks" / "results" / f"ood_{slug}.json"
+    heading = f"Out-of-distribution detection, in-distribution {args.in_data} (`benchmarks/ood.py`)"
+    if args.rewrite:
+        if not path.exists():
+            sys.exit(f"benchmarks/ood.py: error: --rewrite: no results at {path}")
+        write_block("ood", section(json.loads(path.read_text())), heading, args.markdown)
+        print(f"wrote the ood section of {args.markdown} from {path}")
+        return
     torch.set_num_threads(args.threads)
     try:
         results = evaluate(parse_runs(args.run), args)
     except UserError as exc:
         sys.exit(f"benchmarks/ood.py: error: {exc}")
-    slug = args.in_data.replace("-", "_").replace("/", "_").strip("_.")
     results.update({"date": datetime.date.today().isoformat(), "commit": git_commit(), "cpu": cpu_model(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__, "slug": slug,
                     "argv": reproduce(sys.argv[1:])})
@@ -138,10 +147,8 @@ def main() -> None:
     print(text)
     if args.no_write:
         return
-    path = args.results or ROOT / "benchmarks" / "results" / f"ood_{slug}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
-    write_block("ood", text, f"Out-of-distribution detection, in-distribution {args.in_data} (`benchmarks/ood.py`)",
-                args.markdown)
+    write_block("ood", text, heading, args.markdown)
     print(f"wrote {path} and the ood section of {args.markdown}")
 
 

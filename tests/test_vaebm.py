@@ -25,6 +25,7 @@ from test_tilt import N_CHAINS, SCALE, SHIFT, SIGMA, B0, W, QuadraticEnergy, ass
 from tiltkit import TiltedModel
 from tiltkit.cli import main
 from tiltkit.energies import ConvEnergy, JointConvEnergy, SmallConvEnergy
+from tiltkit.energies.spectral import spectral_penalty, top_singular_value, weight_matrices
 from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.training import load_run
 from tiltkit.training.checkpoint import latest_checkpoint
@@ -138,6 +139,21 @@ def test_weight_norm_and_spectral_norm_are_exclusive():
         SmallConvEnergy((1, 16, 16), weight_norm=True, spectral_norm=True)
 
 
+def test_spectral_penalty_is_the_sum_of_top_singular_values_with_their_gradient():
+    energy = SmallConvEnergy((1, 16, 16), width=4, weight_norm=True)
+    energy.data_init(torch.rand(32, 1, 16, 16, generator=gen(4)))
+    mats = weight_matrices(energy)
+    assert [tuple(m.shape) for m in mats] == [(4, 9), (8, 36), (16, 72), (1, 16)]  # effective weights, (out, in·k·k)
+    exact = sum(torch.linalg.matrix_norm(m.detach().double(), ord=2) for m in mats)
+    penalty = spectral_penalty(energy, iterations=200)
+    assert penalty.item() == pytest.approx(exact.item(), rel=1e-5)
+    # ∂σ_max/∂W = u₁v₁ᵀ: the gradient matches autograd through the exact singular values
+    w = torch.randn(6, 10, dtype=torch.float64, requires_grad=True)
+    (g_power,) = torch.autograd.grad(top_singular_value(w, iterations=500), w)
+    (g_exact,) = torch.autograd.grad(torch.linalg.svdvals(w)[0], w)
+    torch.testing.assert_close(g_power, g_exact, rtol=1e-6, atol=1e-8)
+
+
 def test_joint_conv_energy_checks_z():
     energy = JointConvEnergy((1, 16, 16), latent_dim=4, width=4, hidden=8)
     x, z = torch.rand(3, 1, 16, 16), torch.randn(3, 4)
@@ -153,7 +169,8 @@ GAUSSIAN_VAE = {"model_kwargs": {"latent_dim": 8, "width": 8, "likelihood": "gau
                 "checkpoint_every": 10}
 VAEBM = {"energy": "conv-small", "energy_kwargs": {"width": 4, "weight_norm": True}, "pixel_noise": True,
          "use_mu": True, "persistent": True, "buffer_size": 64, "replay_max": 0.6, "replay_anneal_steps": 4,
-         "betas": [0.99, 0.999], "weight_decay": 3e-5, "alpha": 0.0, "batch_size": 16, "checkpoint_every": 3,
+         "betas": [0.99, 0.999], "weight_decay": 3e-5, "alpha": 0.0, "spectral_reg": 0.2, "batch_size": 16,
+         "checkpoint_every": 3,
          "train_sampler": {"kind": "langevin", "steps": 3, "step_size": 1e-4},
          "sample_sampler": {"kind": "langevin", "steps": 5, "step_size": 1e-4}, "compile": "off"}
 
@@ -207,6 +224,10 @@ def test_vaebm_run_samples_decoder_means(data_and_vae, tmp_path):
     assert main(["sample", str(tmp_path / "t"), "--n", "6", "--out", str(out), "--device", "cpu"]) == 0
     x = np.load(out)["x"]
     assert x.shape == (6, 1, 28, 28) and x.dtype == np.uint8
+    for flag in (["--trajectory", "--every", "2"], ["--compare-base"]):  # pictures of decoder means, too
+        png = tmp_path / f"{flag[0][2:]}.png"
+        assert main(["sample", str(tmp_path / "t"), "--n", "4", *flag, "--out", str(png), "--device", "cpu"]) == 0
+        assert png.stat().st_size > 0
 
 
 def test_joint_energy_with_hmc_run(data_and_vae, tmp_path):

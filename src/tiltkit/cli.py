@@ -214,7 +214,7 @@ def viz_trajectory(model, cfg, args, gen) -> None:
 
     result = model.sample(cfg.sample_sampler, args.n, gen, return_trajectory=True, trajectory_every=args.every)
     with torch.no_grad():
-        frames = [to_uint8(model.decode(state), model.base.pixel_range).cpu() for state in result.trajectory]
+        frames = [to_uint8(model.output(state), model.base.pixel_range).cpu() for state in result.trajectory]
     viz.save_image(viz.trajectory_strip(frames), args.out, scale=2)
 
 
@@ -224,9 +224,10 @@ def viz_compare(model, cfg, args, gen) -> None:
     from .metrics.image_eval import sample_images
 
     noise = model.sample_noise(args.n, gen)
-    base = sample_images(model.base, "base", None, args.n, gen, noise=noise)
+    base_noise = model.base.latent(noise) if model.use_mu else noise  # VAEBM: the base's decoder means, too
+    base = sample_images(model.base, "base", None, args.n, gen, noise=base_noise)
     tilted = sample_images(model, "tilt", cfg, args.n, gen, noise=noise)
-    viz.compare_figure([("base model", base), ("tilted (latent EBM)", tilted)], args.out, args.nrow)
+    viz.compare_figure([("base model", base), ("tilted", tilted)], args.out, args.nrow)
 
 
 def cmd_eval(args) -> None:

@@ -73,6 +73,7 @@ class TiltRunConfig:
     pixel_noise: bool = False  # chains over (ε_z, ε_x), x = μ(ε_z) + σ·ε_x (VAEBM; a Gaussian-decoder VAE)
     use_mu: bool = False  # VAEBM's use_mu_cd: the decoder mean μ(ε_z) is the CD negative and the output sample
     weight_decay: float = 0.0  # Adam's L2 weight decay on the energy (VAEBM: 3e-5)
+    spectral_reg: float = 0.0  # λ_s·Σ_l σ_max(W_l) added to the loss (VAEBM's alpha_s: 0.2); energies/spectral.py
     compile: str = "auto"  # "auto": torch.compile U when the run is long enough to repay it; "on"; "off"
     compile_mode: str = "fused"  # samplers.compiled.CompileMode: "fused" (MLPs) or "autograd" (conv nets)
     # Early stopping on images (tilting paper §5.3): every `eval_every` steps, the domain FID of `eval_n`
@@ -170,6 +171,8 @@ def validate(cfg, where: str) -> None:
             raise UserError(f"{where}.replay_max must be in [0, 1], got {cfg.replay_max}")
         if cfg.weight_decay < 0:
             raise UserError(f"{where}.weight_decay must be 0 or more, got {cfg.weight_decay}")
+        if cfg.spectral_reg < 0:
+            raise UserError(f"{where}.spectral_reg must be 0 or more, got {cfg.spectral_reg}")
         if cfg.pixel_range not in ("unit", "symmetric"):
             raise UserError(f"{where}.pixel_range must be unit or symmetric, got {cfg.pixel_range!r}")
         if cfg.base == NO_BASE and not cfg.data:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..config import NO_BASE, BaseRunConfig, TiltRunConfig, save_yaml
 from ..data.images import to_model_range
 from ..data.source import DataSource
+from ..energies.spectral import spectral_penalty
 from ..errors import UserError
 from ..outputs import LossOutput
 from ..samplers import CompileMode, ReplayBuffer
@@ -52,7 +53,8 @@ def use_compile(cfg: TiltRunConfig, device: torch.device) -> bool:
 
 
 def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> TiltedModel:
-    """Train the energy of `cfg` on the frozen base run `cfg.base` into `out`; returns the TiltedModel."""
+    """Train the energy of `cfg` on the frozen base run `cfg.base` (or a PixelBox, base "none") into `out`;
+    returns the TiltedModel."""
     device = resolve_device(cfg.device)
     base_cfg, base = load_base(cfg, device)
     base.requires_grad_(False)
@@ -104,8 +106,13 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         e_pos = tilted.data_energy(x_pos, z=z_pos)
         e_neg = tilted.data_energy(x_neg, z=base.latent(chain.noise) if tilted.joint else None)
         result = contrastive_loss(e_pos, e_neg, cfg.alpha, x_neg)
+        loss = result.loss
+        if cfg.spectral_reg:
+            penalty = spectral_penalty(energy)
+            loss = loss + cfg.spectral_reg * penalty
+            result.metrics["spectral"] = penalty.item()
         opt.zero_grad(set_to_none=True)
-        result.loss.backward()
+        loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(energy.parameters(), cfg.grad_clip))
         check_finite(step, loss=result.metrics["loss"], gradient=grad_norm, energy=float(chain.energy.mean()))
         opt.step()
