@@ -44,6 +44,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def build_parser() -> Parser:
     p = Parser(prog="tiltkit", description="Energy-based tilting of deep generative models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -85,6 +95,11 @@ def build_parser() -> Parser:
     s.add_argument("--compare-base", action="store_true",
                    help="tilted image runs: a .png of base and tilted samples side by side, same starting noise")
     s.add_argument("--nrow", type=positive_int, help="images per row of a grid")
+    s.add_argument("--space", choices=("noise", "data"), default="noise",
+                   help="tilted runs on a flow: chains in the flow's noise (default) or in x itself, "
+                        "U(x) = −log p_flow(x) + E(x) (tilting paper §3.1)")
+    s.add_argument("--steps", type=positive_int, help="tilted runs: sampler steps instead of the recipe's")
+    s.add_argument("--step-size", type=positive_float, help="tilted runs: sampler step size instead of the recipe's")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
 
@@ -180,6 +195,7 @@ def cmd_sample(args) -> None:
         raise UserError("--trajectory and --compare-base write pictures: give --out a .png file")
     device = resolve_device(args.device)
     kind, cfg, model = load_run(args.run, device)
+    cfg, model = sampling_options(kind, cfg, model, args)
     gen = torch.Generator(device).manual_seed(args.seed)
     what = "tilted" if kind == "tilt" else "base"
     if suffix == ".npy":
@@ -205,6 +221,28 @@ def cmd_sample(args) -> None:
     else:
         viz.save_image(viz.image_grid(x, args.nrow), args.out, scale=2)
     print(f"wrote {args.n} images of the {what} model to {args.out}")
+
+
+def sampling_options(kind: str, cfg, model, args):
+    """--steps / --step-size on the recipe's sample sampler; --space data: chains in x on a flow base."""
+    import dataclasses
+
+    from .generators import FlowInDataSpace
+    from .tilt import TiltedModel
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("step_size", args.step_size)) if v is not None}
+    if kind != "tilt":
+        if overrides or args.space != "noise":
+            raise UserError(f"--space, --steps and --step-size set the tilted sampler; {args.run} is a base run")
+        return cfg, model
+    if overrides:
+        cfg = dataclasses.replace(cfg, sample_sampler=dataclasses.replace(cfg.sample_sampler, **overrides))
+    if args.space == "data":
+        try:
+            model = TiltedModel(FlowInDataSpace(model.base), model.energy)
+        except ValueError as exc:
+            raise UserError(f"--space data: {exc}") from None
+    return cfg, model
 
 
 def viz_trajectory(model, cfg, args, gen) -> None:

@@ -3,8 +3,13 @@
 from .base import Generator
 from .box import PixelBox
 from .conv_vae import ConvVAE, Likelihood
+from .data_space import FlowInDataSpace
+from .flow import Glow, RealNVP, VectorCouplingFlow
+from .glf import GLF
 from .vae import MLPVAE
 
-GENERATORS = {"vae": MLPVAE, "conv-vae": ConvVAE, "pixel-box": PixelBox}
+GENERATORS = {"vae": MLPVAE, "conv-vae": ConvVAE, "pixel-box": PixelBox, "glow": Glow, "realnvp": RealNVP,
+              "glf": GLF}
 
-__all__ = ["GENERATORS", "ConvVAE", "Generator", "Likelihood", "MLPVAE", "PixelBox"]
+__all__ = ["GENERATORS", "ConvVAE", "FlowInDataSpace", "GLF", "Generator", "Glow", "Likelihood", "MLPVAE", "PixelBox", "RealNVP",
+           "VectorCouplingFlow"]
