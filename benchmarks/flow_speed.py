@@ -124,8 +124,10 @@ def section(r: dict) -> str:
                         f"{m['langevin_step_noise_s']:.4f} | {'–' if data is None else f'{data:.4f}'} | "
                         f"{speedup:.1f} |")
     gpu = f", GPU {r['gpu']}" if r["gpu"] else ""
+    note = f" Note: {r['note']}." if r.get("note") else ""
     return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} CPU threads{gpu}, torch {r['torch']}. "
-            f"Median of timed calls; Langevin steps at batch 64 with the conv-small energy.\n\n" + "\n".join(rows) + "\n")
+            f"Median of timed calls; Langevin steps at batch 64 with the conv-small energy.{note}\n\n"
+            + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":
