@@ -22,3 +22,13 @@ def test_quick_demo_writes_figure_and_metrics(tmp_path, capsys):
     for d in metrics:
         assert (out / d / "tilt" / "config.yaml").is_file()
     assert main(["demo", "--out", str(out), "--quick"]) == 2  # never over an existing demo
+
+
+@pytest.mark.slow
+def test_quick_demo_on_realnvp(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--quiet", "--base", "realnvp"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["25gaussians"]) == {"realnvp", "tilted"}
+    for d in metrics:
+        assert (out / d / "realnvp" / "config.yaml").is_file() and (out / d / "tilt" / "config.yaml").is_file()

@@ -1,11 +1,12 @@
-"""`tiltkit demo`: VAE → latent EBM on 25-Gaussians and Swiss roll, metrics and one figure.
+"""`tiltkit demo`: a base (the MLP VAE, or RealNVP with `--base realnvp`) → latent EBM on 25-Gaussians and
+Swiss roll, metrics and one figure.
 
 The two data sets train in parallel worker processes (one thread each: these MLPs are too
 small for intra-op threading to pay). Writes
 
-    DIR/<dataset>/vae, DIR/<dataset>/tilt      the two runs
-    DIR/metrics.json                           {dataset: {"vae": {...}, "tilted": {...}}}
-    DIR/demo.png                               data | VAE samples | tilted samples | energy
+    DIR/<dataset>/<base>, DIR/<dataset>/tilt   the two runs
+    DIR/metrics.json                           {dataset: {"<base>": {...}, "tilted": {...}}}
+    DIR/demo.png                               data | base samples | tilted samples | energy
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ from .training.run import sample_run
 from .viz import demo_figure
 
 DATASETS = ("25gaussians", "swissroll")
+BASES = ("vae", "realnvp")
 N_SAMPLES = 2000
 
 
-def recipe(dataset: str, quick: bool) -> tuple[BaseRunConfig, TiltRunConfig]:
-    """The toy recipe (config.py defaults) at the demo's budget; `quick` cuts it to a smoke test."""
+def recipe(dataset: str, quick: bool, model: str = "vae") -> tuple[BaseRunConfig, TiltRunConfig]:
+    """The toy recipe (config.py defaults; RealNVP with its own) at the demo's budget; `quick` cuts it to a
+    smoke test."""
     base, tilt = BaseRunConfig(data=dataset, steps=2500), TiltRunConfig(steps=400)
+    if model != "vae":
+        base.model, base.model_kwargs = model, {}
     if quick:
         base.steps, tilt.steps = 60, 5
         tilt.train_sampler.steps, tilt.sample_sampler.steps = 5, 10
@@ -53,21 +58,21 @@ def fit_or_continue(train, cfg, run: Path) -> None:
 
 def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Path, quiet: bool = True,
                        n_samples: int = N_SAMPLES) -> dict:
-    """VAE then latent EBM on base_cfg.data into out/vae and out/tilt; metrics of n_samples of both
+    """The base then a latent EBM on base_cfg.data into out/<model> and out/tilt; metrics of n_samples of both
     against as many held-out points. Returns {"data", "metrics", "samples", "seconds"}.
     Uses one thread: run it in a worker process."""
     torch.set_num_threads(1)
     dataset, seconds = base_cfg.data, {}
     t0 = time.perf_counter()
-    fit_or_continue(train_base, base_cfg, out / "vae")
+    fit_or_continue(train_base, base_cfg, out / base_cfg.model)
     seconds["base"] = time.perf_counter() - t0
-    tilt_cfg.base = str(out / "vae")
+    tilt_cfg.base = str(out / base_cfg.model)
     fit_or_continue(train_tilt, tilt_cfg, out / "tilt")
     seconds["tilt"] = time.perf_counter() - t0 - seconds["base"]
     _, held_out = toy_split(dataset)
     held_out = held_out[:n_samples]
     result = {"data": held_out, "metrics": {}, "samples": {}, "seconds": seconds}
-    for label, run in (("vae", "vae"), ("tilted", "tilt")):
+    for label, run in ((base_cfg.model, base_cfg.model), ("tilted", "tilt")):
         kind, cfg, model = load_run(out / run)
         x = sample_run(kind, cfg, model, n_samples, torch.Generator().manual_seed(base_cfg.seed)).numpy()
         result["samples"][label] = x
@@ -78,7 +83,9 @@ def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Pa
     return result
 
 
-def run_demo(out: Path, quick: bool = False, quiet: bool = False) -> dict:
+def run_demo(out: Path, quick: bool = False, quiet: bool = False, base: str = "vae") -> dict:
+    if base not in BASES:
+        raise UserError(f"demo base {base!r}: expected one of {', '.join(BASES)}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already exists and is not empty: choose a new --out")
@@ -86,11 +93,11 @@ def run_demo(out: Path, quick: bool = False, quiet: bool = False) -> dict:
     workers = min(len(DATASETS), max(1, torch.get_num_threads()))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         n = 500 if quick else N_SAMPLES
-        futures = {d: pool.submit(train_and_evaluate, *recipe(d, quick), out / d, quiet, n) for d in DATASETS}
+        futures = {d: pool.submit(train_and_evaluate, *recipe(d, quick, base), out / d, quiet, n) for d in DATASETS}
         results = {d: f.result() for d, f in futures.items()}
     metrics = {d: r["metrics"] for d, r in results.items()}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    rows = [{"name": d, "data": r["data"], "base": r["samples"]["vae"], "tilted": r["samples"]["tilted"],
+    rows = [{"name": d, "data": r["data"], "base": r["samples"][base], "base_name": base, "tilted": r["samples"]["tilted"],
              "energy": load_run(out / d / "tilt")[2].energy} for d, r in results.items()]
     demo_figure(rows, out / "demo.png")
     return metrics

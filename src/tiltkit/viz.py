@@ -30,10 +30,13 @@ def plot_energy(ax, energy: nn.Module, lim: tuple[float, float], title: str, res
     ax.set(title=title, xticks=[], yticks=[])
 
 
+BASE_NAMES = {"vae": "VAE", "realnvp": "RealNVP"}
+
+
 def demo_figure(rows: list[dict], path: Path) -> None:
     """One row per data set: data | base samples | tilted samples | learned energy.
 
-    rows: dicts with keys name, data, base, tilted (arrays (N, 2)) and energy (a module).
+    rows: dicts with keys name, data, base, tilted (arrays (N, 2)), base_name ("vae", "realnvp") and energy (a module).
     """
     fig, axes = plt.subplots(len(rows), 4, figsize=(13, 3.4 * len(rows)), squeeze=False)
     for ax, row in zip(axes, rows):
@@ -42,7 +45,7 @@ def demo_figure(rows: list[dict], path: Path) -> None:
         pad = 0.1 * float((hi - lo).max())
         lim = (float(lo.min()) - pad, float(hi.max()) + pad)
         plot_points(ax[0], row["data"], f"{row['name']}: data", lim)
-        plot_points(ax[1], row["base"], "VAE samples", lim)
+        plot_points(ax[1], row["base"], f"{BASE_NAMES.get(row['base_name'], row['base_name'])} samples", lim)
         plot_points(ax[2], row["tilted"], "tilted samples (latent EBM)", lim)
         plot_energy(ax[3], row["energy"], lim, "learned energy E(x)")
     fig.tight_layout()
