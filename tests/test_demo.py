@@ -25,10 +25,11 @@ def test_quick_demo_writes_figure_and_metrics(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_demo_on_realnvp(tmp_path):
+@pytest.mark.parametrize("base", ["realnvp", "glf-mlp"])
+def test_quick_demo_on_other_bases(tmp_path, base):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quick", "--quiet", "--base", "realnvp"]) == 0
+    assert main(["demo", "--out", str(out), "--quick", "--quiet", "--base", base]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["25gaussians"]) == {"realnvp", "tilted"}
+    assert set(metrics["25gaussians"]) == {base, "tilted"}
     for d in metrics:
-        assert (out / d / "realnvp" / "config.yaml").is_file() and (out / d / "tilt" / "config.yaml").is_file()
+        assert (out / d / base / "config.yaml").is_file() and (out / d / "tilt" / "config.yaml").is_file()

@@ -15,7 +15,7 @@ from conftest import sets
 from test_flow import brute_logdet, gen, perturb, write_idx_squares
 from tiltkit.cli import main
 from tiltkit.data.images import PixelRange
-from tiltkit.generators import GENERATORS, GLF
+from tiltkit.generators import GENERATORS, GLF, MLPGLF
 from tiltkit.training import load_run
 
 SHAPE = (1, 16, 16)
@@ -43,10 +43,17 @@ def grads(model: GLF, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
     return {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
 
 
-def test_flow_nll_trains_the_flow_but_never_the_encoder():
-    x = corner_squares(8, 0)
-    without = grads(perturb(tiny_glf(beta=0.0), 0.1, 1), x)
-    with_flow = grads(perturb(tiny_glf(beta=1.0), 0.1, 1), x)
+def tiny_mlp_glf(seed: int = 0, **kw) -> MLPGLF:
+    torch.manual_seed(seed)
+    return MLPGLF(3, **{"latent_dim": 2, "hidden": 16, "depth": 2, "flow_hidden": 16, **kw})
+
+
+@pytest.mark.parametrize("variant", ["images", "points"])
+def test_flow_nll_trains_the_flow_but_never_the_encoder(variant):
+    make, x = {"images": (tiny_glf, corner_squares(8, 0)),
+               "points": (tiny_mlp_glf, torch.randn(8, 3, generator=gen(0)))}[variant]
+    without = grads(perturb(make(beta=0.0), 0.1, 1), x)
+    with_flow = grads(perturb(make(beta=1.0), 0.1, 1), x)
     for name, g in with_flow.items():
         if name.startswith("flow."):
             assert without[name] is None or without[name].abs().max() == 0
@@ -74,6 +81,22 @@ def test_loss_and_log_likelihood_match_a_hand_computation():
     assert out.metrics["flow_nll"] == pytest.approx(-log_p.mean().item(), rel=1e-5)
     assert out.loss.item() == pytest.approx(recon.item() - 0.5 * log_p.mean().item(), rel=1e-5)
     torch.testing.assert_close(model.log_likelihood(x).double(), log_p, atol=1e-4, rtol=1e-5)
+
+
+def test_mlp_glf_loss_decode_and_likelihood_in_data_units():
+    model = perturb(tiny_mlp_glf(beta=0.5), 0.1, 1).eval()
+    x = torch.randn(5, 3, generator=gen(2)) * torch.tensor([4.0, 1.0, 0.5]) + 3.0
+    model.standardize.fit(x)
+    y = (x - x.mean(0)) / x.std(0)
+    z = model.encoder(y)
+    recon = 0.5 * (model.decoder(z) - y).pow(2).sum(1)
+    eps, logdet = model.flow(z)
+    log_pf = -0.5 * eps.pow(2).sum(1) - math.log(2 * math.pi) + logdet  # d = 2
+    out = model.loss(x)
+    torch.testing.assert_close(out.loss, recon.mean() - 0.5 * log_pf.mean())
+    torch.testing.assert_close(model.log_likelihood(x), log_pf)
+    torch.testing.assert_close(model.decode(model.encode(x)), x.mean(0) + x.std(0) * model.decoder(z))
+    assert GENERATORS["glf-mlp"] is MLPGLF and not getattr(MLPGLF, "image_model", False)
 
 
 def test_decode_of_encode_is_the_reconstruction_and_the_flow_inverts():

@@ -129,10 +129,10 @@ def build_parser() -> Parser:
     o.add_argument("--device", default="auto")
     o.add_argument("--quiet", action="store_true")
 
-    d = sub.add_parser("demo", help="VAE (or RealNVP) → latent EBM on 25-Gaussians and Swiss roll, with a figure")
+    d = sub.add_parser("demo", help="VAE (or RealNVP, GLF) → latent EBM on 25-Gaussians and Swiss roll, with a figure")
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--quick", action="store_true", help="a few steps only (a smoke test, not the results)")
-    d.add_argument("--base", choices=("vae", "realnvp"), default="vae", help="the base model the EBM tilts")
+    d.add_argument("--base", choices=("vae", "realnvp", "glf-mlp"), default="vae", help="the base model the EBM tilts")
     d.add_argument("--quiet", action="store_true")
     return p
 

@@ -1,4 +1,4 @@
-"""`tiltkit demo`: a base (the MLP VAE, or RealNVP with `--base realnvp`) → latent EBM on 25-Gaussians and
+"""`tiltkit demo`: a base (the MLP VAE; RealNVP or a GLF with `--base realnvp|glf-mlp`) → latent EBM on 25-Gaussians and
 Swiss roll, metrics and one figure.
 
 The two data sets train in parallel worker processes (one thread each: these MLPs are too
@@ -30,13 +30,13 @@ from .training.run import sample_run
 from .viz import demo_figure
 
 DATASETS = ("25gaussians", "swissroll")
-BASES = ("vae", "realnvp")
+BASES = ("vae", "realnvp", "glf-mlp")
 N_SAMPLES = 2000
 
 
 def recipe(dataset: str, quick: bool, model: str = "vae") -> tuple[BaseRunConfig, TiltRunConfig]:
-    """The toy recipe (config.py defaults; RealNVP with its own) at the demo's budget; `quick` cuts it to a
-    smoke test."""
+    """The toy recipe (config.py defaults; RealNVP and GLF with their own) at the demo's budget; `quick` cuts
+    it to a smoke test."""
     base, tilt = BaseRunConfig(data=dataset, steps=2500), TiltRunConfig(steps=400)
     if model != "vae":
         base.model, base.model_kwargs = model, {}

@@ -30,13 +30,13 @@ def plot_energy(ax, energy: nn.Module, lim: tuple[float, float], title: str, res
     ax.set(title=title, xticks=[], yticks=[])
 
 
-BASE_NAMES = {"vae": "VAE", "realnvp": "RealNVP"}
+BASE_NAMES = {"vae": "VAE", "realnvp": "RealNVP", "glf-mlp": "GLF"}
 
 
 def demo_figure(rows: list[dict], path: Path) -> None:
     """One row per data set: data | base samples | tilted samples | learned energy.
 
-    rows: dicts with keys name, data, base, tilted (arrays (N, 2)), base_name ("vae", "realnvp") and energy (a module).
+    rows: dicts with keys name, data, base, tilted (arrays (N, 2)), base_name ("vae", "realnvp", "glf-mlp") and energy (a module).
     """
     fig, axes = plt.subplots(len(rows), 4, figsize=(13, 3.4 * len(rows)), squeeze=False)
     for ax, row in zip(axes, rows):
