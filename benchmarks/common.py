@@ -1,5 +1,5 @@
-"""Helpers every benchmark script shares: the machine's CPU, the commit, BENCHMARKS.md blocks, and resumable
-timed stages whose results live in one JSON file."""
+"""Helpers every benchmark script shares: the machine's CPU, the commit, recipes, BENCHMARKS.md blocks, and
+resumable timed stages whose results live in one JSON file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import re
 import subprocess
 import time
 from pathlib import Path
+
+import yaml
+
+from tiltkit.config import BaseRunConfig, from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +26,13 @@ def cpu_model() -> str:
 def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
+
+
+def recipe(path: Path) -> tuple[BaseRunConfig, dict]:
+    """A configs/ recipe: its `base:` section as a checked BaseRunConfig, its `tilt:` options as they stand
+    (their `base` run is filled in by the caller)."""
+    sections = yaml.safe_load(Path(path).read_text())
+    return from_dict(BaseRunConfig, sections["base"], str(path)), sections.get("tilt", {})
 
 
 def write_block(key: str, text: str, heading: str, path: Path = ROOT / "BENCHMARKS.md") -> None:

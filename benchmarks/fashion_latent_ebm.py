@@ -33,11 +33,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from common import ROOT, cpu_model, git_commit, run_stage, save_results, validation_curve, write_block  # noqa: E402
+from common import (ROOT, cpu_model, git_commit, recipe, run_stage, save_results, validation_curve,  # noqa: E402
+                    write_block)
 from tiltkit import viz  # noqa: E402
-from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict  # noqa: E402
+from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
 from tiltkit.metrics.image_eval import DomainFID, Metric, classifier_for, evaluate_images, sample_images  # noqa: E402
 from tiltkit.training import load_run, train_base, train_tilt  # noqa: E402
@@ -47,11 +47,9 @@ PAPER = {"fashion-mnist": {"vae": 57.1, "tilted": 38.1}, "mnist": {"vae": 18.9, 
 TARGET_RATIO = {"fashion-mnist": 0.667, "mnist": 0.85}
 
 
-def recipe(data: str) -> tuple[BaseRunConfig, dict, Path]:
-    """The base config and the tilt options (its base filled in later) of configs/{fashion,mnist}_vae_latent_ebm.yaml."""
-    path = ROOT / "configs" / f"{data.split('-')[0]}_vae_latent_ebm.yaml"
-    sections = yaml.safe_load(path.read_text())
-    return from_dict(BaseRunConfig, sections["base"], str(path)), sections["tilt"], path
+def recipe_path(data: str) -> Path:
+    """configs/{fashion,mnist}_vae_latent_ebm.yaml for the data set."""
+    return ROOT / "configs" / f"{data.split('-')[0]}_vae_latent_ebm.yaml"
 
 
 def plot_curve(points: list[dict], vae_fid: float | None, path: Path, data: str) -> None:
@@ -83,11 +81,12 @@ def main() -> None:
     res_path = ROOT / "benchmarks" / "results" / f"{slug}_latent_ebm.json"
     results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
     results.setdefault("stages", {})
-    base_cfg, tilt_values, recipe_path = recipe(args.data)
+    recipe_file = recipe_path(args.data)
+    base_cfg, tilt_values = recipe(recipe_file)
     source = DataSource.of(base_cfg)
     n = min(args.n, len(source.images("train").x))
     results.update({"path": str(res_path), "data": args.data, "source": source.images("train").source,
-                    "recipe": str(recipe_path.relative_to(ROOT)), "n": n, "cpu": cpu_model(),
+                    "recipe": str(recipe_file.relative_to(ROOT)), "n": n, "cpu": cpu_model(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__})
     vae_dir, tilt_dir = out / "vae", out / "tilt"
     samples = out / "samples.npz"
@@ -103,7 +102,7 @@ def main() -> None:
             return {"steps": base_cfg.steps}
         run_stage("vae", results, vae)
     if "ebm" in stages:
-        tilt_cfg = from_dict(TiltRunConfig, {**tilt_values, "base": str(vae_dir)}, str(recipe_path))
+        tilt_cfg = from_dict(TiltRunConfig, {**tilt_values, "base": str(vae_dir)}, str(recipe_file))
 
         def ebm():
             train_tilt(tilt_cfg, tilt_dir, resume=(tilt_dir / "config.yaml").exists())

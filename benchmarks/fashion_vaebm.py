@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import yaml
 
-from common import ROOT, cpu_model, git_commit, run_stage, save_results, validation_curve, write_block
+from common import ROOT, cpu_model, git_commit, recipe, run_stage, save_results, validation_curve, write_block
 from tiltkit import viz
-from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict
+from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict, load_yaml
 from tiltkit.data.source import DataSource
 from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images, sample_images
 from tiltkit.samplers import SamplerConfig, SamplerKind
@@ -69,15 +69,9 @@ TRAIN_STAGES = ("classifier", "vae", "vaebm", "joint", "vae-bernoulli", "vaebm-b
 STAGES = TRAIN_STAGES + tuple(f"{s}-{m}" for s in ("sample", "domain", "inception") for m in MODELS)
 
 
-def recipe(path: Path) -> tuple[BaseRunConfig, dict]:
-    values = yaml.safe_load(path.read_text())
-    return from_dict(BaseRunConfig, values["base"], str(path)), values["tilt"]
-
-
 def train_vae(cfg: BaseRunConfig, run: Path, copy_from: Path | None = None) -> dict:
     """Stage 1; a finished run of the same recipe at `copy_from` is copied instead of trained again."""
-    same = copy_from and (copy_from / "config.yaml").exists() and (
-        yaml.safe_load((copy_from / "config.yaml").read_text()) == dataclasses.asdict(cfg) | {"kind": "base"})
+    same = copy_from and (copy_from / "config.yaml").exists() and load_yaml(copy_from / "config.yaml") == ("base", cfg)
     if same and not run.exists():
         shutil.copytree(copy_from, run)
     train_base(cfg, run, resume=(run / "config.yaml").exists())

@@ -17,21 +17,17 @@ import argparse
 import datetime
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, cpu_model, git_commit, write_block  # noqa: E402
-from tiltkit.config import BaseRunConfig, from_dict  # noqa: E402
-from tiltkit.energies import SmallConvEnergy  # noqa: E402
-from tiltkit.generators import FlowInDataSpace  # noqa: E402
-from tiltkit.samplers import SamplerConfig, SamplerKind  # noqa: E402
-from tiltkit.tilt import TiltedModel  # noqa: E402
-from tiltkit.training.run import build_base  # noqa: E402
+from common import ROOT, cpu_model, git_commit, recipe, write_block
+from tiltkit.energies import SmallConvEnergy
+from tiltkit.generators import FlowInDataSpace
+from tiltkit.samplers import SamplerConfig, SamplerKind
+from tiltkit.tilt import TiltedModel
+from tiltkit.training.run import build_base
 
 SHAPE = (1, 28, 28)
 RECIPES = {"glow": ROOT / "configs" / "fashion_glow_latent_ebm.yaml", "glf": ROOT / "configs" / "fashion_glf_latent_ebm.yaml"}
@@ -55,7 +51,7 @@ def timed(fn, device: torch.device, warmup: int, repeat: int) -> float:
 
 
 def measure(name: str, device: torch.device, warmup: int, repeat: int) -> dict:
-    cfg = from_dict(BaseRunConfig, yaml.safe_load(RECIPES[name].read_text())["base"], str(RECIPES[name]))
+    cfg, _ = recipe(RECIPES[name])
     model = build_base(cfg, SHAPE).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device).manual_seed(0)
