@@ -10,9 +10,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 from tiltkit.config import BaseRunConfig, from_dict
+from tiltkit.data.source import DataSource
+from tiltkit.metrics.image_eval import Metric, evaluate_images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,3 +79,20 @@ def validation_curve(tilt_dir: Path) -> list[dict]:
     """(step, seconds, validation domain FID) at every evaluation of an energy run."""
     lines = [json.loads(x) for x in (tilt_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return [{"step": r["step"], "seconds": r["time_s"], "val_fid": r["val_fid"]} for r in lines if "val_fid" in r]
+
+
+def evaluate_samples(metrics: list[Metric]):
+    """A `domain-MODEL` / `inception-MODEL` stage: `metrics` of OUT/samples_MODEL.npz against the test set; the
+    first domain stage of a benchmark also measures the train-vs-test floor."""
+    def fn(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
+        x = torch.from_numpy(np.load(out / f"samples_{key}.npz")["x"])
+        floor = Metric.FID in metrics and not any(s.startswith("domain-") for s in results["stages"])
+        report = evaluate_images(x, source, metrics, quiet=False, floor=floor)
+        return {k: v for k, v in report.items() if k in ("model", "floor", "classifier_test_accuracy")}
+    return fn
+
+
+def figure(results: dict, key: str, metric: str) -> float | None:
+    """A model's `fid` (domain stage) or `inception_fid` from the results, None before its stage ran."""
+    stage = results["stages"].get(f"{'inception' if metric == 'inception_fid' else 'domain'}-{key}")
+    return stage["model"][metric] if stage else None

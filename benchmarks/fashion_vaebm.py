@@ -38,11 +38,12 @@ import numpy as np
 import torch
 import yaml
 
-from common import ROOT, cpu_model, git_commit, recipe, run_stage, save_results, validation_curve, write_block
+from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, recipe, run_stage, save_results,
+                    validation_curve, write_block)
 from tiltkit import viz
 from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict, load_yaml
 from tiltkit.data.source import DataSource
-from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images, sample_images
+from tiltkit.metrics.image_eval import Metric, classifier_for, sample_images
 from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.training import load_run, train_base, train_tilt
 
@@ -168,22 +169,8 @@ def picture(model, cfg, path: Path) -> None:
     viz.compare_figure([("VAE (decoder mean)", base), ("VAEBM", tilted)], path, nrow=8)
 
 
-def evaluate(metrics: list[Metric]):
-    def fn(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
-        x = torch.from_numpy(np.load(out / f"samples_{key}.npz")["x"])
-        floor = Metric.FID in metrics and not any(s.startswith("domain-") for s in results["stages"])
-        report = evaluate_images(x, source, metrics, quiet=False, floor=floor)
-        return {k: v for k, v in report.items() if k in ("model", "floor", "classifier_test_accuracy")}
-    return fn
-
-
-STAGE_FNS = {"sample": sample, "domain": evaluate([Metric.FID, Metric.KID, Metric.PRDC, Metric.CLASSES]),
-             "inception": evaluate([Metric.INCEPTION_FID])}
-
-
-def figure(results: dict, key: str, metric: str) -> float | None:
-    stage = results["stages"].get(f"{'inception' if metric == 'inception_fid' else 'domain'}-{key}")
-    return stage["model"][metric] if stage else None
+STAGE_FNS = {"sample": sample, "domain": evaluate_samples([Metric.FID, Metric.KID, Metric.PRDC, Metric.CLASSES]),
+             "inception": evaluate_samples([Metric.INCEPTION_FID])}
 
 
 def finish(results: dict) -> None:

@@ -66,11 +66,12 @@ def small_glow(shape=(2, 8, 8), seed=0, **kw) -> Glow:
 def make_layer(name: str):
     torch.manual_seed(0)
     layer = {"actnorm": lambda: ActNorm(4), "conv1x1": lambda: InvConv1x1(4),
-             "coupling": lambda: AffineCoupling(4, 8), "squeeze": Squeeze}[name]().double()
+             "coupling": lambda: AffineCoupling(4, 8), "additive": lambda: AffineCoupling(4, 8, additive=True),
+             "squeeze": Squeeze}[name]().double()
     return perturb(layer, 0.3, 1).eval()
 
 
-@pytest.mark.parametrize("name", ["actnorm", "conv1x1", "coupling", "squeeze"])
+@pytest.mark.parametrize("name", ["actnorm", "conv1x1", "coupling", "additive", "squeeze"])
 def test_layer_inverse_and_logdet_match_brute_force(name):
     layer = make_layer(name)
     x = torch.randn(3, 4, 4, 4, generator=gen(2), dtype=F64)
@@ -85,6 +86,8 @@ def test_layer_inverse_and_logdet_match_brute_force(name):
         torch.testing.assert_close(logdet[i], expected, atol=1e-9, rtol=0)
     if name == "coupling":
         assert logdet.std() > 1e-3
+    if name == "additive":  # volume-preserving
+        assert (logdet == 0).all()
 
 
 def test_actnorm_data_init_standardizes_its_first_training_batch_once():
@@ -132,8 +135,9 @@ def test_glow_shapes_for_mnist_and_bad_shapes():
         Glow((1, 28, 28), n_bits=9)
 
 
-def test_glow_decode_inverts_encode():
-    glow = small_glow()
+@pytest.mark.parametrize("coupling", ["affine", "additive"])
+def test_glow_decode_inverts_encode(coupling):
+    glow = small_glow(coupling=coupling)
     x = torch.rand(5, 2, 8, 8, generator=gen(3))
     with torch.no_grad():
         eps = glow.encode(x)
@@ -143,8 +147,9 @@ def test_glow_decode_inverts_encode():
             torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
-def test_glow_logdet_and_density_match_brute_force():
-    glow = small_glow().double()
+@pytest.mark.parametrize("coupling", ["affine", "additive"])
+def test_glow_logdet_and_density_match_brute_force(coupling):
+    glow = small_glow(coupling=coupling).double()
     x = torch.rand(2, 2, 8, 8, generator=gen(5), dtype=F64)
     _, _, logdet = glow.flow(x - 0.5)
     for i in range(2):

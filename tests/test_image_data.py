@@ -291,6 +291,8 @@ def test_pixel_range_round_trip(rng_):
     assert f.min().item() == lo and f.max().item() == hi
     assert torch.equal(to_uint8(f, rng_), x)
     assert to_uint8(torch.tensor([-5.0, 5.0]), rng_).tolist() == [0, 255]
+    overflowed = torch.tensor([float("nan"), float("inf"), -float("inf")])  # a decoder that overflowed
+    assert to_uint8(overflowed, rng_).tolist() == [0, 255, 0]
 
 
 def test_random_hflip():

@@ -329,6 +329,32 @@ def test_rejected_proposals_keep_state_and_energy():
     torch.testing.assert_close(result.energy, U_SMALL(result.noise))
 
 
+def half_space_gaussian(x: torch.Tensor) -> torch.Tensor:
+    """U = ½x² on x > 0 and +∞ elsewhere (density 0): exp(−U) is the half-normal, mean √(2/π), E[x²] = 1."""
+    return torch.where(x[:, 0] > 0, 0.5 * x[:, 0] ** 2, torch.full_like(x[:, 0], float("inf")))
+
+
+@pytest.mark.parametrize("metropolis", [False, True])
+def test_steps_onto_non_finite_energy_are_rejected(metropolis):
+    # ULA undoes a step onto a non-finite U (MALA's test rejects it anyway): the chains never leave
+    # x > 0 and sample the half-normal. 4000 chains: SE of the mean 0.01, of E[x²] 0.022.
+    result = langevin(half_space_gaussian, torch.full((4000, 1), 0.5), 1500, 0.003, gen(0), metropolis=metropolis)
+    x = result.noise[:, 0]
+    assert (x > 0).all() and torch.isfinite(result.energy).all()
+    assert abs(x.mean().item() - math.sqrt(2 / math.pi)) < 0.04
+    assert abs(x.pow(2).mean().item() - 1.0) < 0.09
+    if not metropolis:
+        assert result.nonfinite_rejections > 0
+    torch.testing.assert_close(result.energy, half_space_gaussian(result.noise))
+
+
+def test_ula_without_non_finite_states_is_unchanged_by_the_rejection_rule():
+    start = small_start()
+    result = langevin(U_SMALL, start, 25, 0.1, gen(3))
+    assert result.nonfinite_rejections == 0
+    torch.testing.assert_close(result.energy, U_SMALL(result.noise))
+
+
 SAMPLERS = {
     "ula": lambda U, s, steps, g, **kw: langevin(U, s, steps, 0.1, g, **kw),
     "mala": lambda U, s, steps, g, **kw: langevin(U, s, steps, 0.1, g, metropolis=True, **kw),

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tiltkit import TiltedModel
+from tiltkit.errors import UserError
 from tiltkit.generators import MLPVAE
 from tiltkit.samplers import CompileMode, SamplerConfig, SamplerKind
 from tiltkit.samplers.noise import energy_and_grad
@@ -104,6 +105,38 @@ MU_Z = -torch.linalg.solve(LAMBDA, A.double().T @ P.double() @ (B - C).double())
 
 def linear_tilted_model() -> TiltedModel:
     return TiltedModel(LinearBase(A, B), QuadraticEnergy(C, P))
+
+
+class OverflowingBase(LinearBase):
+    """LinearBase whose decoder returns NaN where z_0 < −0.5 (a third of its prior), like a Glow inverse
+    that overflows far from its data; `everywhere=True`: NaN for every z."""
+
+    def __init__(self, a, b, everywhere: bool = False):
+        super().__init__(a, b)
+        self.everywhere = everywhere
+
+    def decode(self, noise):
+        x = super().decode(noise)
+        broken = torch.ones_like(noise[:, 0], dtype=torch.bool) if self.everywhere else noise[:, 0] < -0.5
+        return torch.where(broken[:, None], torch.full_like(x, float("nan")), x)
+
+
+def test_tilted_chains_stay_where_the_base_decodes_to_finite_values():
+    # The tilted law is the closed form restricted to z_0 ≥ −0.5: starts there are redrawn
+    # (finite_start), steps there rejected (langevin); every sample is finite and inside.
+    model = TiltedModel(OverflowingBase(A, B), QuadraticEnergy(C, P))
+    start = model.sample_noise(500, gen(0))
+    assert (start[:, 0] < -0.5).any()
+    result = model.sample(SamplerConfig(SamplerKind.LANGEVIN, steps=100, step_size=0.05), start, gen(1))
+    assert (result.noise[:, 0] >= -0.5).all() and torch.isfinite(result.energy).all()
+    assert torch.isfinite(model.output(result.noise)).all()
+    torch.testing.assert_close(result.energy, model(result.noise))
+
+
+def test_a_base_that_never_decodes_to_finite_values_is_refused():
+    model = TiltedModel(OverflowingBase(A, B, everywhere=True), QuadraticEnergy(C, P))
+    with pytest.raises(UserError, match="non-finite"):
+        model.sample(SamplerConfig(SamplerKind.LANGEVIN, steps=5, step_size=0.05), 10, gen(0))
 
 
 N_CHAINS = 20_000  # variance SE √(2/N) = 1%

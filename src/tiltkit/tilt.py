@@ -20,7 +20,9 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
 from .samplers import SampleResult, SamplerConfig
+from .samplers import noise as nz
 from .samplers.compiled import CompileMode, compile_energy
 from .samplers.noise import EnergyFn, Noise
 
@@ -86,8 +88,40 @@ class TiltedModel(nn.Module):
     def sample(self, sampler: SamplerConfig, start: Noise | int, generator: torch.Generator | None = None,
                compiled: bool = False, compile_mode: CompileMode = CompileMode.FUSED,
                return_trajectory: bool = False, trajectory_every: int = 1) -> SampleResult:
-        """Run `sampler` on U from `start` (noise, or a count n to start from ε ~ N(0, I))."""
+        """Run `sampler` on U from `start` (noise, or a count n to start from ε ~ N(0, I)); chains that would
+        start where U is not finite start from fresh draws instead (`finite_start`)."""
         if isinstance(start, int):
             start = self.sample_noise(start, generator)
         with self.frozen():
+            start = self.finite_start(start, generator)
             return sampler.run(self.energy_fn(compiled, compile_mode), start, generator, return_trajectory, trajectory_every)
+
+    @torch.no_grad()
+    def finite_start(self, start: Noise, generator: torch.Generator | None = None, tries: int = 20) -> Noise:
+        """`start` with every row the base decodes to non-finite values replaced by a fresh draw of its noise.
+
+        The tilted density is zero where U is not finite (the samplers reject steps there), so a chain
+        cannot start there either; this happens with a base whose decoder overflows on part of its prior,
+        e.g. an under-trained Glow at temperature 1. Redrawing is rejection sampling from the prior
+        restricted to where the decoder is finite. (An energy that is not finite is left alone: that is a
+        diverged training, stopped by its own check.) Raises UserError if rows stay non-finite after `tries`
+        redraws.
+        """
+        ok = self._decodes_finite(start)
+        for _ in range(tries):
+            bad = (~ok).nonzero().flatten()
+            if len(bad) == 0:
+                return start
+            fresh = self.sample_noise(len(bad), generator)
+            parts = [t.clone() for t in nz.as_tuple(start)]
+            for part, new in zip(parts, nz.as_tuple(fresh)):
+                part[bad] = new
+            start, ok[bad] = nz.like(start, parts), self._decodes_finite(fresh)
+        raise UserError(f"{int((~ok).sum())} of {len(ok)} chains still start where the base decodes to non-finite "
+                        f"values after {tries} fresh draws (train the base longer, or check it with `tiltkit "
+                        f"sample` on the base run)")
+
+    def _decodes_finite(self, noise: Noise) -> Tensor:
+        """(B,) True where the base's noise energy and decoded sample are finite."""
+        x = self.base.decode(noise)
+        return torch.isfinite(self.base.noise_energy(noise)) & torch.isfinite(x.flatten(1)).all(1)

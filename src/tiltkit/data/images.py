@@ -88,9 +88,10 @@ def to_model_range(x_uint8: torch.Tensor, pixel_range: PixelRange) -> torch.Tens
 
 
 def to_uint8(x: torch.Tensor, pixel_range: PixelRange) -> torch.Tensor:
+    """Pixels in `pixel_range` to 0..255, clamped; a NaN pixel (a decoder that overflowed) becomes 0."""
     x = x.detach().to(torch.float32)
     x = x * 255.0 if PixelRange(pixel_range) is PixelRange.UNIT else (x + 1.0) * 127.5
-    return x.round().clamp(0, 255).to(torch.uint8)
+    return torch.nan_to_num(x, nan=0.0).round().clamp(0, 255).to(torch.uint8)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

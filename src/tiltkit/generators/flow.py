@@ -24,6 +24,8 @@ with γ a learned per-feature bound on the log-scale; masks alternate between ev
 
 from __future__ import annotations
 
+import enum
+
 import math
 
 import torch
@@ -131,19 +133,35 @@ class InvConv1x1(nn.Module):
         return F.conv2d(y, torch.linalg.inv(self.weight())[:, :, None, None])
 
 
-class AffineCoupling(nn.Module):
-    """(x_a, x_b) -> (x_a, (x_b + t)·σ), (t, r) = NN(x_a), σ = sigmoid(r + 2); log|det| = Σ log σ."""
+class Coupling(str, enum.Enum):
+    """Glow's coupling: `affine` scales and shifts (Glow's default); `additive` only shifts (NICE; Glow
+    paper §3.3), volume-preserving, and its inverse cannot multiply a large input by a large 1/σ."""
 
-    def __init__(self, channels: int, hidden: int):
+    AFFINE = "affine"
+    ADDITIVE = "additive"
+
+
+class AffineCoupling(nn.Module):
+    """(x_a, x_b) -> (x_a, (x_b + t)·σ), (t, r) = NN(x_a), σ = sigmoid(r + 2); log|det| = Σ log σ.
+
+    additive=True: σ = 1, (x_a, x_b) -> (x_a, x_b + t), log|det| = 0.
+    """
+
+    def __init__(self, channels: int, hidden: int, additive: bool = False):
         super().__init__()
         self.n_cond = channels // 2
+        self.additive = additive
         n_out = channels - self.n_cond
         self.net = nn.Sequential(nn.Conv2d(self.n_cond, hidden, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(hidden, hidden, 1), nn.ReLU(), zero_conv(hidden, 2 * n_out))
+                                 nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+                                 zero_conv(hidden, n_out if additive else 2 * n_out))
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x_a, x_b, t, log σ)."""
         x_a, x_b = x[:, :self.n_cond], x[:, self.n_cond:]
+        if self.additive:
+            shift = self.net(x_a)
+            return x_a, x_b, shift, torch.zeros_like(shift)
         shift, raw = self.net(x_a).chunk(2, dim=1)
         return x_a, x_b, shift, F.logsigmoid(raw + 2.0)
 
@@ -173,7 +191,8 @@ class Squeeze(nn.Module):
 class Glow(nn.Module):
     """Multi-scale Glow on images in [0, 1] (tilting paper B.1: 2 blocks of 16 steps, hidden 64, on MNIST).
 
-    Block i = squeeze, then `n_couplings` steps of [ActNorm, InvConv1x1, AffineCoupling]; after every
+    Block i = squeeze, then `n_couplings` steps of [ActNorm, InvConv1x1, coupling (`coupling`: affine,
+    or additive: see Coupling)]; after every
     block but the last, half the channels leave as z_i with the conditional prior
     N(μ_i(h), σ_i(h)) from a zero-initialized conv of the kept half h; the last block's output
     z_top has a learned N(μ, σ) per position (learn_top) or N(0, I). For 1×28×28 and 2 blocks:
@@ -192,7 +211,7 @@ class Glow(nn.Module):
     image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
 
     def __init__(self, data_shape: tuple[int, int, int], n_blocks: int = 2, n_couplings: int = 16, hidden: int = 64,
-                 n_bits: int = 8, learn_top: bool = True):
+                 n_bits: int = 8, learn_top: bool = True, coupling: Coupling | str = Coupling.AFFINE):
         super().__init__()
         if len(data_shape) != 3:
             raise ValueError(f"image shape must be (C, H, W), got {tuple(data_shape)}")
@@ -204,6 +223,7 @@ class Glow(nn.Module):
                              f"by {2 ** n_blocks}, got H={h}, W={w}")
         if not 1 <= n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
+        additive = Coupling(coupling) is Coupling.ADDITIVE
         self.data_shape, self.n_bits = (c, h, w), n_bits
         self.pixel_range = PixelRange.UNIT
         self.blocks, self.priors = nn.ModuleList(), nn.ModuleList()
@@ -212,7 +232,7 @@ class Glow(nn.Module):
             c, h, w = 4 * c, h // 2, w // 2
             layers: list[nn.Module] = [Squeeze()]
             for _ in range(n_couplings):
-                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden)]
+                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden, additive)]
             self.blocks.append(FlowChain(layers))
             if i < n_blocks - 1:
                 c_out = c // 2

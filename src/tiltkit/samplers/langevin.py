@@ -13,6 +13,11 @@ the step is a proposal accepted with probability (Roberts & Tweedie 1996, MALA)
 which makes exp(−U) exactly invariant. A recipe that decouples the gradient step
 from the noise (IGEBM, VAEBM practice) passes `noise_scale`; that chain no longer
 targets exp(−U) and is refused with `metropolis=True`.
+
+Where U or ∇U is not finite (a decoder that overflows, e.g. an under-trained Glow inverted far from
+its data) the density is taken as zero: a ULA step onto such a state is rejected and the chain stays
+where it was, as MALA's acceptance test rejects it (α = 0). Rejections are counted in the result.
+A chain must start where U is finite (TiltedModel.sample redraws those that do not).
 """
 
 from __future__ import annotations
@@ -35,12 +40,22 @@ class SampleResult:
     energy: U at the final state, (B,).
     acceptance_rate: mean Metropolis acceptance over steps and chains (None for ULA).
     trajectory: states every `trajectory_every` steps, start included (None unless asked).
+    nonfinite_rejections: ULA steps (chain × step) refused because U or ∇U was not finite there.
     """
 
     noise: Noise
     energy: Tensor
     acceptance_rate: float | None = None
     trajectory: list[Noise] | None = None
+    nonfinite_rejections: int = 0
+
+
+def finite_rows(energy: Tensor, grad: tuple[Tensor, ...]) -> Tensor:
+    """(B,) True where U and every part of ∇U are finite."""
+    ok = torch.isfinite(energy)
+    for g in grad:
+        ok = ok & torch.isfinite(g.flatten(1)).all(1)
+    return ok
 
 
 def check_positive(**values: float) -> None:
@@ -75,9 +90,14 @@ def langevin(
     scale = math.sqrt(step_size) if noise_scale is None else noise_scale  # 2. s = √η
     x = [t.detach().clone() for t in nz.as_tuple(start)]
     trajectory = [nz.clone(start)] if return_trajectory else None
-    if not metropolis:  # 3. ULA: in-place update, one gradient per step, U alone at the end
+    if not metropolis:  # 3. ULA: one gradient per step, U alone at the end
+        previous, rejected = None, 0
         for k in range(1, steps + 1):
-            _, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
+            energy, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
+            if previous is not None:  # 4. a step onto a non-finite U or ∇U is undone (density 0 there)
+                x, grad, energy, n_bad = _undo_nonfinite(x, grad, energy, previous)
+                rejected += n_bad
+            previous = ([xi.clone() for xi in x], grad, energy)
             for xi, gi in zip(x, grad):
                 xi.add_(gi, alpha=-drift).add_(nz.randn(xi.shape, generator, xi), alpha=scale)
                 if clamp is not None:
@@ -85,9 +105,14 @@ def langevin(
             if trajectory is not None and k % trajectory_every == 0:
                 trajectory.append(nz.like(start, [xi.clone() for xi in x]))
         # the gradient at the last state is never used: forward only (steps backward passes, not steps + 1)
-        return SampleResult(nz.like(start, x), nz.energy_only(energy_fn, nz.like(start, x)), None, trajectory)
+        energy = nz.energy_only(energy_fn, nz.like(start, x))
+        ok = torch.isfinite(energy)
+        if not bool(ok.all()):
+            x = list(nz.select(ok, tuple(x), tuple(previous[0])))
+            energy, rejected = torch.where(ok, energy, previous[2]), rejected + int((~ok).sum())
+        return SampleResult(nz.like(start, x), energy, None, trajectory, rejected)
 
-    # 4. MALA: propose, then accept or reject per chain
+    # 5. MALA: propose, then accept or reject per chain
     energy, grad = nz.energy_and_grad(energy_fn, nz.like(start, x))
     accepted = torch.zeros((), device=x[0].device)
     for k in range(1, steps + 1):
@@ -109,3 +134,13 @@ def langevin(
             trajectory.append(nz.like(start, [xi.clone() for xi in x]))
 
     return SampleResult(nz.like(start, x), energy, float(accepted) / steps, trajectory)
+
+
+def _undo_nonfinite(x: list[Tensor], grad: tuple[Tensor, ...], energy: Tensor, previous: tuple):
+    """Chains whose new state has a non-finite U or ∇U go back to `previous` = (x, ∇U, U); returns the
+    chosen (x, grad, energy) and how many chains went back."""
+    ok = finite_rows(energy, grad)
+    if bool(ok.all()):
+        return x, grad, energy, 0
+    return (list(nz.select(ok, tuple(x), tuple(previous[0]))), nz.select(ok, tuple(grad), previous[1]),
+            torch.where(ok, energy, previous[2]), int((~ok).sum()))

@@ -119,6 +119,8 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         metrics = {**result.metrics, "grad_norm": grad_norm}
         if chain.acceptance_rate is not None:
             metrics["accept"] = chain.acceptance_rate
+        if chain.nonfinite_rejections:
+            metrics["nonfinite_rejections"] = chain.nonfinite_rejections
         if buffer is not None:
             metrics["replay"] = 1 - buffer.reinit_prob
         if validator is not None and step % cfg.eval_every == 0:
