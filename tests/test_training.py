@@ -144,3 +144,17 @@ def test_early_stopping_stops_after_patience_and_saves_that_step(tmp_path):
     resumed = EarlyStopping(patience=2)
     resumed.load_state_dict(stopper.state_dict())
     assert resumed.should_stop() and not EarlyStopping(patience=0).should_stop()
+
+
+def test_base_lr_warmup_multiplies_the_cosine_schedule():
+    from tiltkit.config import BaseRunConfig, from_dict
+    from tiltkit.training.base import cosine_lr
+
+    flat = from_dict(BaseRunConfig, {"lr": 1e-3, "lr_final": 1e-3, "steps": 100, "warmup_steps": 4}, "base")
+    assert [cosine_lr(flat)(t) for t in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    decay = {"lr": 1e-3, "lr_final": 1e-4, "steps": 100}
+    plain, warm = (cosine_lr(from_dict(BaseRunConfig, {**decay, **w}, "base")) for w in ({}, {"warmup_steps": 10}))
+    assert warm(4) == pytest.approx(0.5 * plain(4)) and warm(50) == plain(50)
+    for bad in ({"warmup_steps": -1}, {"grad_clip": 0.0}):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            from_dict(BaseRunConfig, bad, "base")

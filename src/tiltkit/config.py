@@ -31,6 +31,8 @@ class BaseRunConfig:
     batch_size: int = 512
     lr: float = 2e-3
     lr_final: float = 1e-4  # cosine decay from lr to lr_final
+    warmup_steps: int = 0  # linear lr warm-up over the first steps (Glow practice), 0: none
+    grad_clip: float | None = None  # clip the gradient norm to this (None: no clipping; the norm is logged)
     n_train: int | None = None  # None: 50,000 points of a toy set, or every training image
     hflip: bool = False  # random horizontal flips of training images
     checkpoint_every: int = 1000
@@ -164,6 +166,8 @@ def validate(cfg, where: str) -> None:
         value = getattr(cfg, name, None)
         if value is not None and not value > 0:
             raise UserError(f"{where}.{name} must be positive, got {value}")
+    if getattr(cfg, "warmup_steps", 0) < 0:
+        raise UserError(f"{where}.warmup_steps must be 0 or more, got {cfg.warmup_steps}")
     if isinstance(cfg, TiltRunConfig):
         if not 0 <= cfg.reinit_prob <= 1:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")

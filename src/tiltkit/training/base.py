@@ -17,9 +17,11 @@ from .run import MetricsLog, build_base, prepare_run_dir, resolve_device
 
 
 def cosine_lr(cfg: BaseRunConfig):
-    """Multiplier of cfg.lr at step t: cosine decay from 1 to lr_final/lr over cfg.steps."""
+    """Multiplier of cfg.lr at step t (0-based): cosine decay from 1 to lr_final/lr over cfg.steps, times a
+    linear warm-up min(1, (t + 1)/warmup_steps) when warmup_steps > 0."""
     floor = cfg.lr_final / cfg.lr
-    return lambda t: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps))
+    warm = (lambda t: min(1.0, (t + 1) / cfg.warmup_steps)) if cfg.warmup_steps else (lambda t: 1.0)
+    return lambda t: warm(t) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
 
 
 def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> torch.nn.Module:
@@ -56,7 +58,7 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
         result = model.loss(x, gen)
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
         check_finite(step, loss=result.metrics["loss"], gradient=grad_norm)
         opt.step()
         sched.step()
