@@ -116,7 +116,8 @@ def main() -> None:
     results.setdefault("threads", {})
 
     for stage in stages:
-        results["threads"][stage] = args.threads
+        if stage not in results["stages"]:  # the thread count of the run that computes it
+            results["threads"][stage] = args.threads
         if stage == "classifier":
             run_stage(stage, results, lambda: (classifier_for(source, quiet=False),
                                                {"checksum": source.images("train").checksum()})[1])
