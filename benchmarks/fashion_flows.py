@@ -39,14 +39,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, recipe, run_stage, save_results,  # noqa: E402
-                    validation_curve, write_block)
+from common import (ROOT, base_val_fid, cpu_model, evaluate_samples, figure, git_commit, recipe,  # noqa: E402
+                    run_stage, save_results, validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.images import to_uint8  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
 from tiltkit.generators import FlowInDataSpace  # noqa: E402
-from tiltkit.metrics.image_eval import DomainFID, Metric, classifier_for, sample_images  # noqa: E402
+from tiltkit.metrics.image_eval import Metric, classifier_for, sample_images  # noqa: E402
 from tiltkit.tilt import TiltedModel  # noqa: E402
 from tiltkit.training import load_run, train_base, train_tilt  # noqa: E402
 from tiltkit.training.run import sample_run  # noqa: E402
@@ -84,9 +84,9 @@ def ebm_config(base: str, base_run: Path) -> TiltRunConfig:
     return from_dict(TiltRunConfig, {**values, **CPU_SETTINGS[base], "base": str(base_run)}, str(RECIPES[base]))
 
 
-def run_clock(run: Path) -> float:
-    """Seconds on a run's own training clock (its last metrics line), whichever process trained it."""
-    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["time_s"]
+def last_metrics(run: Path) -> dict:
+    """A run's last metrics line: its step and its own training clock `time_s`, whichever process trained it."""
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
 def main() -> None:
@@ -125,7 +125,7 @@ def main() -> None:
             def base(stage=stage):
                 run = out / stage
                 train_base(base_cfgs[stage], run, resume=(run / "config.yaml").exists())
-                return {"steps": base_cfgs[stage].steps, "train_seconds": run_clock(run)}
+                return {"steps": base_cfgs[stage].steps, "train_seconds": last_metrics(run)["time_s"]}
             run_stage(stage, results, base)
         elif stage in EBMS:
             run_stage(stage, results, lambda stage=stage: train_energy(stage, out, source))
@@ -143,12 +143,9 @@ def train_energy(stage: str, out: Path, source: DataSource) -> dict:
     train_tilt(cfg, run, resume=(run / "config.yaml").exists())
     points = validation_curve(run)
     best = min(points, key=lambda q: q["val_fid"])
-    _, val = source.train_val(cfg.val_size, cfg.seed)
-    base_model = load_run(out / base)[2]
-    base_val = DomainFID(val, classifier_for(source), base_model.pixel_range, cfg.eval_n, cfg.seed)(base_model)
-    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    return {"curve": points, "best_step": best["step"], "steps_run": last["step"], "base_val_fid": base_val,
-            "train_seconds": run_clock(run)}
+    last = last_metrics(run)
+    return {"curve": points, "best_step": best["step"], "steps_run": last["step"],
+            "base_val_fid": base_val_fid(cfg, source), "train_seconds": last["time_s"]}
 
 
 @torch.no_grad()

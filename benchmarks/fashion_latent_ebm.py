@@ -34,12 +34,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import (ROOT, cpu_model, git_commit, recipe, run_stage, save_results, validation_curve,  # noqa: E402
-                    write_block)
+from common import (ROOT, base_val_fid, cpu_model, git_commit, recipe, run_stage, save_results,  # noqa: E402
+                    validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
-from tiltkit.metrics.image_eval import DomainFID, Metric, classifier_for, evaluate_images, sample_images  # noqa: E402
+from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images, sample_images  # noqa: E402
 from tiltkit.training import load_run, train_base, train_tilt  # noqa: E402
 
 STAGES = ("classifier", "vae", "ebm", "sample", "domain", "inception")
@@ -110,7 +110,7 @@ def main() -> None:
             best = min(points, key=lambda q: q["val_fid"])
             steps_run = json.loads((tilt_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
             return {"curve": points, "best_step": best["step"], "steps_run": steps_run,
-                    "vae_val_fid": vae_val_fid(tilt_cfg, source)}
+                    "vae_val_fid": base_val_fid(tilt_cfg, source)}
         run_stage("ebm", results, ebm)
     if "sample" in stages:
         def sample():
@@ -142,13 +142,6 @@ def main() -> None:
                 return report
             run_stage(stage, results, evaluate)
     finish(results, out, slug)
-
-
-def vae_val_fid(tilt_cfg: TiltRunConfig, source: DataSource) -> float:
-    """The VAE's own validation domain FID, on the EBM run's validation images and sample count (step 0)."""
-    _, val = source.train_val(tilt_cfg.val_size, tilt_cfg.seed)
-    _, _, vae = load_run(tilt_cfg.base)
-    return DomainFID(val, classifier_for(source), vae.pixel_range, tilt_cfg.eval_n, tilt_cfg.seed)(vae)
 
 
 def picture(tilt_dir: Path, path: Path) -> None:

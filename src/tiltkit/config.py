@@ -158,25 +158,24 @@ def _coerce(hint, value, where: str):
 
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
             "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg")
 
 
 def validate(cfg, where: str) -> None:
-    """Non-positive counts, sizes and rates are refused with the key that is wrong."""
+    """Non-positive counts, sizes and rates (negative weights) are refused with the key that is wrong."""
     for name in POSITIVE:
         value = getattr(cfg, name, None)
         if value is not None and not value > 0:
             raise UserError(f"{where}.{name} must be positive, got {value}")
-    if getattr(cfg, "warmup_steps", 0) < 0:
-        raise UserError(f"{where}.warmup_steps must be 0 or more, got {cfg.warmup_steps}")
+    for name in NON_NEGATIVE:
+        value = getattr(cfg, name, 0)
+        if value < 0:
+            raise UserError(f"{where}.{name} must be 0 or more, got {value}")
     if isinstance(cfg, TiltRunConfig):
         if not 0 <= cfg.reinit_prob <= 1:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")
         if cfg.replay_max is not None and not 0 <= cfg.replay_max <= 1:
             raise UserError(f"{where}.replay_max must be in [0, 1], got {cfg.replay_max}")
-        if cfg.weight_decay < 0:
-            raise UserError(f"{where}.weight_decay must be 0 or more, got {cfg.weight_decay}")
-        if cfg.spectral_reg < 0:
-            raise UserError(f"{where}.spectral_reg must be 0 or more, got {cfg.spectral_reg}")
         if cfg.pixel_range not in ("unit", "symmetric"):
             raise UserError(f"{where}.pixel_range must be unit or symmetric, got {cfg.pixel_range!r}")
         if cfg.base == NO_BASE and not cfg.data:
