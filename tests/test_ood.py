@@ -187,13 +187,13 @@ def test_available_scores_per_run_kind(models):
 
 def test_scores_are_consistent_and_batch_independent(models, test_images):
     kind, model = models["tilt"]
-    s = compute_scores(model, kind, test_images, list(Score), torch.Generator().manual_seed(0), batch=16, iw_samples=4)
+    offered = available_scores(kind, model)  # every score but a Denoising-EBM's texture
+    s = compute_scores(model, kind, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
     assert all(v.shape == (64,) and np.isfinite(v).all() for v in s.values())
     np.testing.assert_allclose(s[Score.TILTED], s[Score.ELBO] + s[Score.ENERGY])
     # the energy is deterministic: the same whatever the batching; the ELBO is reproducible from the seed
-    again = compute_scores(model, kind, test_images, list(Score), torch.Generator().manual_seed(0), batch=16,
-                           iw_samples=4)
-    for score in Score:
+    again = compute_scores(model, kind, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
+    for score in offered:
         np.testing.assert_array_equal(again[score], s[score])
     s3 = compute_scores(model, kind, test_images, [Score.ENERGY], torch.Generator(), batch=64)
     np.testing.assert_allclose(s3[Score.ENERGY], s[Score.ENERGY], rtol=1e-5, atol=1e-5)

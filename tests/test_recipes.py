@@ -9,15 +9,18 @@ import pytest
 import torch
 import yaml
 
-from tiltkit.config import NO_BASE, BaseRunConfig, TiltRunConfig, from_dict
+from tiltkit.config import NO_BASE, BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict
+from tiltkit.training.denoising import build_debm
 from tiltkit.training.run import build_base, build_energy, pixel_box_config, tilted_model
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
 
 
 def sections(path: Path) -> tuple[dict | None, dict | None]:
     values = yaml.safe_load(path.read_text())
+    if "debm" in values:
+        return None, None  # test_debm_recipe_parses_and_builds
     if "base" in values or "tilt" in values:
         return values.get("base"), values.get("tilt")
     return (values, None) if "model" in values else (None, values)  # toy recipes: one section per file
@@ -40,3 +43,17 @@ def test_recipe_parses_and_builds(path):
     model = tilted_model(tilt_cfg, base, energy)
     noise = model.sample_noise(2, torch.Generator().manual_seed(0))
     assert model(noise).shape == (2,) and model.output(noise).shape == (2, *shape)
+
+
+DEBM_CONFIGS = [p for p in CONFIGS if "debm" in yaml.safe_load(p.read_text())]
+
+
+@pytest.mark.parametrize("path", DEBM_CONFIGS, ids=[p.stem for p in DEBM_CONFIGS])
+def test_debm_recipe_parses_and_builds(path):
+    """A `debm:` recipe parses, and its Denoising-EBM denoises and decodes at its data's shape."""
+    cfg = from_dict(DebmRunConfig, yaml.safe_load(path.read_text())["debm"], str(path))
+    shape = SHAPES.get(cfg.data, (3, cfg.image_size, cfg.image_size))
+    model = build_debm(cfg, shape)
+    x, sigma = torch.zeros(1, *shape), model.sigmas[:1]
+    assert model.denoise(x, sigma).shape == (1, *shape)
+    assert model.decode(model.sample_noise(1)).shape == (1, *shape)

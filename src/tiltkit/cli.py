@@ -3,6 +3,7 @@
     tiltkit train base --data NAME_OR_PATH [--data-dir D] --model vae|conv-vae --out DIR [--steps N] [--seed S]
     tiltkit train tilt --base DIR --out DIR2 [--steps N] [--seed S] [--resume]
     tiltkit train tilt --base none --data NAME --out DIR2     (a pixel EBM: flat prior on the pixel box)
+    tiltkit train debm --data NAME --out DIR [--config configs/fashion_debm.yaml]   (a Denoising-EBM)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
     tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted] [--n N]
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import yaml
 
-from .config import BaseRunConfig, TiltRunConfig, from_dict, save_yaml
+from .config import BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict, save_yaml
 from .errors import DivergenceError, UserError
 
 
@@ -61,9 +62,14 @@ def build_parser() -> Parser:
 
     train = sub.add_parser("train", help="train a base model or an energy").add_subparsers(
         dest="what", required=True, parser_class=Parser)
-    for name, help_text in (("base", "fit a base generator to data"), ("tilt", "fit an energy on a frozen base")):
+    for name, help_text in (("base", "fit a base generator to data"), ("tilt", "fit an energy on a frozen base"),
+                            ("debm", "fit a Denoising-EBM (DAE energies, Algorithm 1)")):
         t = train.add_parser(name, help=help_text)
-        if name == "base":
+        if name == "debm":
+            t.add_argument("--data", help="image set (mnist, fashion-mnist, cifar10, svhn), image folder or array file")
+            t.add_argument("--data-dir", help="where to look for an image set first")
+            t.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
+        elif name == "base":
             t.add_argument("--data", help="toy set name or .npy/.csv file of points (N, D); or image set "
                            "(mnist, fashion-mnist, cifar10, svhn), image folder or .npy/.npz of images")
             t.add_argument("--data-dir", help="where to look for an image set first")
@@ -90,10 +96,12 @@ def build_parser() -> Parser:
     s.add_argument("--out", type=Path, required=True,
                    help=".npy (samples as floats), .npz (images as uint8, key x) or .png (image grid)")
     s.add_argument("--trajectory", action="store_true",
-                   help="tilted image runs: a .png strip of each Langevin chain every --every steps")
+                   help="tilted image runs: a .png strip of each Langevin chain every --every steps (debm runs: "
+                        "the semantic stage, then the texture stage)")
     s.add_argument("--every", type=positive_int, default=10, help="--trajectory: steps between frames")
     s.add_argument("--compare-base", action="store_true",
-                   help="tilted image runs: a .png of base and tilted samples side by side, same starting noise")
+                   help="tilted image runs: a .png of base and tilted samples side by side, same starting noise "
+                        "(debm runs: semantic images h(z_K) beside the two-stage samples)")
     s.add_argument("--nrow", type=positive_int, help="images per row of a grid")
     s.add_argument("--space", choices=("noise", "data"), default="noise",
                    help="tilted runs on a flow: chains in the flow's noise (default) or in x itself, "
@@ -167,7 +175,9 @@ def cmd_train(args) -> None:
     from .training import train_base, train_tilt
     from .training.run import read_run
 
-    cls = BaseRunConfig if args.what == "base" else TiltRunConfig
+    from .training import train_debm
+
+    cls = {"base": BaseRunConfig, "tilt": TiltRunConfig, "debm": DebmRunConfig}[args.what]
     if args.resume:
         kind, cfg = read_run(args.out)
         if kind != args.what:
@@ -181,7 +191,7 @@ def cmd_train(args) -> None:
             raise UserError("train base: --data is required (a toy or image set name, a file or an image folder)")
         if args.what == "tilt" and not cfg.base:
             raise UserError("train tilt: --base DIR is required")
-    train = train_base if args.what == "base" else train_tilt
+    train = {"base": train_base, "tilt": train_tilt, "debm": train_debm}[args.what]
     train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     print(f"trained {args.what} run: {args.out}")
 
@@ -198,7 +208,7 @@ def cmd_sample(args) -> None:
     kind, cfg, model = load_run(args.run, device)
     cfg, model = sampling_options(kind, cfg, model, args)
     gen = torch.Generator(device).manual_seed(args.seed)
-    what = "tilted" if kind == "tilt" else "base"
+    what = {"tilt": "tilted", "base": "base", "debm": "Denoising-EBM"}[kind]
     if suffix == ".npy":
         x = sample_run(kind, cfg, model, args.n, gen)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -209,9 +219,12 @@ def cmd_sample(args) -> None:
     from .metrics.image_eval import sample_images
 
     if args.trajectory or args.compare_base:
-        if kind != "tilt":
-            raise UserError(f"--trajectory and --compare-base need a tilted run; {args.run} is a base run")
-        pictures = viz_trajectory if args.trajectory else viz_compare
+        if kind == "base":
+            raise UserError(f"--trajectory and --compare-base need a tilted run or a debm run; {args.run} is a base run")
+        if kind == "debm":
+            pictures = debm_trajectory if args.trajectory else debm_compare
+        else:
+            pictures = viz_trajectory if args.trajectory else viz_compare
         pictures(model, cfg, args, gen)
         print(f"wrote {args.out}")
         return
@@ -232,6 +245,9 @@ def sampling_options(kind: str, cfg, model, args):
     from .tilt import TiltedModel
 
     overrides = {k: v for k, v in (("steps", args.steps), ("step_size", args.step_size)) if v is not None}
+    if kind == "debm" and (overrides or args.space != "noise"):
+        raise UserError("--space, --steps and --step-size set a tilted run's sampler; a debm run samples with its "
+                        "config's sample_latent_sampler and sample_pixel_sampler")
     if kind != "tilt":
         if overrides or args.space != "noise":
             raise UserError(f"--space, --steps and --step-size set the tilted sampler; {args.run} is a base run")
@@ -267,6 +283,27 @@ def viz_compare(model, cfg, args, gen) -> None:
     base = sample_images(model.base, "base", None, args.n, gen, noise=base_noise)
     tilted = sample_images(model, "tilt", cfg, args.n, gen, noise=noise)
     viz.compare_figure([("base model", base), ("tilted", tilted)], args.out, args.nrow)
+
+
+def debm_trajectory(model, cfg, args, gen) -> None:
+    """A strip per chain: h(z_t) through the semantic stage, then x_t through the texture stage (paper Fig. 5)."""
+    from . import viz
+    from .data.images import to_uint8
+
+    result = model.sample(args.n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma,
+                          return_trajectory=True, every=args.every)
+    viz.save_image(viz.trajectory_strip([to_uint8(f, model.pixel_range).cpu() for f in result.trajectory]),
+                   args.out, scale=2)
+
+
+def debm_compare(model, cfg, args, gen) -> None:
+    """Semantic images x⁰ = h(z_K) and the two-stage samples x_T of the same chains, side by side."""
+    from . import viz
+    from .data.images import to_uint8
+
+    result = model.sample(args.n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma)
+    viz.compare_figure([("semantic image h(z_K)", to_uint8(result.semantic, model.pixel_range).cpu()),
+                        ("two-stage sample x_T", to_uint8(result.x, model.pixel_range).cpu())], args.out, args.nrow)
 
 
 def cmd_eval(args) -> None:

@@ -6,9 +6,10 @@ Every score follows one convention: higher = more in-distribution.
     iwae     log (1/K) Σ_k p(x, z_k) / q(z_k | x), z_k ~ q(z | x)  (Burda et al. 2016; ≥ ELBO on average)
     energy   −E(x)   (−E(x, z), z ~ q(z | x), for a joint energy)
     tilted   ELBO(x) − E(x), the tilted model's unnormalized log-density log p_base(x) − E(x)
+    texture  −U_c(x, σ = 0.05), a Denoising-EBM's texture energy (Denoising-EBM paper §5.3)
 
 What a run offers (`available_scores`): a base VAE elbo, iwae; a VAE tilted by an energy all four;
-a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy only.
+a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy only; a Denoising-EBM texture.
 
 OOD sets (`--ood`) are either made from the n in-distribution test images scored, with a torch.Generator
 seeded by the seed and the set's name (the same set whatever other sets are asked, for every run):
@@ -56,10 +57,11 @@ class Score(str, enum.Enum):
     IWAE = "iwae"
     ENERGY = "energy"
     TILTED = "tilted"
+    TEXTURE = "texture"  # a Denoising-EBM's −U_c(x, σ = 0.05)
 
 
 SCORE_LABELS = {Score.ELBO: "ELBO (nats)", Score.IWAE: "importance-weighted bound, K samples (nats)",
-                Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)"}
+                Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)", Score.TEXTURE: "−U_c(x, σ = 0.05)"}
 
 
 class Synthetic(str, enum.Enum):
@@ -90,7 +92,10 @@ def base_of(kind: str, model: nn.Module) -> nn.Module:
 
 
 def available_scores(kind: str, model: nn.Module) -> list[Score]:
-    """The scores a loaded run offers: a likelihood bound where its base has one, the energy where it has one."""
+    """The scores a loaded run offers: a likelihood bound where its base has one, the energy where it has one;
+    a Denoising-EBM (kind "debm") its texture energy."""
+    if kind == "debm":
+        return [Score.TEXTURE]
     base = base_of(kind, model)
     likelihood = not isinstance(base, PixelBox)  # a flat box: log p_base(x) is the same for every x
     scores = []
@@ -107,6 +112,8 @@ def available_scores(kind: str, model: nn.Module) -> list[Score]:
 
 def describe_run(kind: str, model: nn.Module) -> str:
     base = type(base_of(kind, model)).__name__
+    if kind == "debm":
+        return "a Denoising-EBM run"
     if kind != "tilt":
         return f"a base run ({base})"
     return "a pixel EBM (flat PixelBox base)" if base == "PixelBox" else f"a tilted run (energy on a {base})"
@@ -165,7 +172,8 @@ def compute_scores(model: nn.Module, kind: str, x: Tensor, scores: list[Score],
         got = {Score.ELBO: base.log_likelihood(xb, generator) if need_elbo else None,
                Score.IWAE: base.log_likelihood(xb, generator, n_importance=iw_samples) if Score.IWAE in scores
                else None,
-               Score.ENERGY: -model.data_energy(xb, generator) if need_energy else None}
+               Score.ENERGY: -model.data_energy(xb, generator) if need_energy else None,
+               Score.TEXTURE: model.ood_score(xb, generator=generator) if Score.TEXTURE in scores else None}
         if Score.TILTED in scores:
             got[Score.TILTED] = got[Score.ELBO] + got[Score.ENERGY]
         for s in scores:

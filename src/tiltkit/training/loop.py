@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..errors import DivergenceError
 from .run import MetricsLog
 
-SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept")  # live figures on the progress bar
+SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept", "semantic_gap", "texture_gap")  # live figures on the progress bar
 
 
 def run_steps(first: int, last: int, step_fn: Callable[[int], dict], save: Callable[[int], None],

@@ -1,6 +1,6 @@
 """Run directories: creation, the metrics log, devices, and rebuilding a trained model from a run.
 
-    RUN/config.yaml      the resolved options (kind: base | tilt)
+    RUN/config.yaml      the resolved options (kind: base | tilt | debm)
     RUN/metrics.jsonl    one JSON object per logged step
     RUN/checkpoints/     see checkpoint.py
 """
@@ -149,7 +149,8 @@ def run_checkpoint(run_dir: Path) -> Path:
 def load_run(run_dir: Path, device: torch.device | str = "cpu"):
     """(kind, config, model) of a trained run at its best or latest checkpoint, in eval mode.
 
-    A base run gives its generator; a tilt run gives the TiltedModel (base weights included).
+    A base run gives its generator; a tilt run gives the TiltedModel (base weights included); a debm run
+    its DenoisingEBM.
     """
     kind, cfg = read_run(run_dir)
     ckpt = run_checkpoint(run_dir)
@@ -160,6 +161,10 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"):
     if kind == "base":
         model = build_base(cfg, data_shape)
         load_checkpoint(ckpt, {"base": model}, map_location=device)
+    elif kind == "debm":
+        from .denoising import build_debm
+        model = build_debm(cfg, data_shape)
+        load_checkpoint(ckpt, {"model": model}, map_location=device)
     else:
         base_kind, base_cfg = load_yaml(Path(run_dir) / "base_config.yaml")
         model = tilted_model(cfg, build_base(base_cfg, data_shape), build_energy(cfg, data_shape))
@@ -168,16 +173,17 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"):
 
 
 def base_config(run_dir: Path, kind: str, cfg):
-    """The base run config behind a run (itself for a base run)."""
-    return cfg if kind == "base" else load_yaml(Path(run_dir) / "base_config.yaml")[1]
+    """The config that names a run's data: itself for a base or debm run, the base run's for a tilt run."""
+    return load_yaml(Path(run_dir) / "base_config.yaml")[1] if kind == "tilt" else cfg
 
 
 @torch.no_grad()
 def sample_run(kind: str, cfg, model: nn.Module, n: int, generator: torch.Generator,
                chunk: int = 5000, noise=None, quiet: bool = True) -> torch.Tensor:
-    """n samples of a loaded run: the base's own, or the tilted model's (cfg.sample_sampler on U).
+    """n samples of a loaded run: the base's own, the tilted model's (cfg.sample_sampler on U), or a
+    Denoising-EBM's two-stage samples (cfg.sample_latent_sampler, then cfg.sample_pixel_sampler).
 
-    `noise`: the starting ε (n rows), e.g. to compare base and tilted samples from the same draw.
+    `noise`: the starting ε (n rows; z⁰ of a debm run), e.g. to compare base and tilted samples from the same draw.
     """
     parts = []
     for lo in tqdm(range(0, n, chunk), desc="sample", disable=quiet or n <= chunk, leave=False):
@@ -186,6 +192,9 @@ def sample_run(kind: str, cfg, model: nn.Module, n: int, generator: torch.Genera
         if kind == "tilt":
             eps = model.sample(cfg.sample_sampler, eps, generator).noise
             parts.append(model.output(eps))
+        elif kind == "debm":
+            parts.append(model.sample(m, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator,
+                                      cfg.sample_sigma, z0=eps).x)
         else:
             parts.append(model.decode(eps))
     return torch.cat(parts)
