@@ -235,6 +235,18 @@ def test_glow_checkpoint_round_trip_keeps_init_and_lu_buffers(tmp_path):
     torch.testing.assert_close(other.decode(noise), glow.decode(noise))
 
 
+def test_glow_clamp_output_is_the_clamped_decode_and_passes_no_gradient_outside_the_box():
+    glow, clamped = small_glow(), small_glow(clamp_output=True)  # the same weights
+    noise = tuple(3 * t for t in glow.sample_noise(4, gen(11)))  # wide draws: some pixels leave [0, 1]
+    x = glow.decode(noise)
+    assert ((x < 0) | (x > 1)).any()
+    torch.testing.assert_close(clamped.decode(noise), x.clamp(0, 1))
+    eps = tuple(t.clone().requires_grad_(True) for t in noise)
+    out = clamped.decode(eps)
+    grad = torch.autograd.grad(out[(x < 0) | (x > 1)].sum(), eps, allow_unused=True)
+    assert all(g is None or g.abs().max() == 0 for g in grad)
+
+
 # -- RealNVP ----------------------------------------------------------------------------------------
 def test_vector_coupling_flow_inverse_logdet_and_masks():
     torch.manual_seed(0)

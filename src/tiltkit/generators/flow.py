@@ -205,13 +205,17 @@ class Glow(nn.Module):
         bits/dim = −(log p(x̃) − D·n·log 2) / (D·log 2)   (the training loss, averaged over the batch)
     Noise is standardized per scale, ε_i = (z_i − μ_i)/σ_i ~ N(0, I): a tuple (ε_0, …, ε_top).
     decode(ε) runs top-down (μ_i depends on the already decoded kept half) and returns
-    x = f⁻¹(z) + 0.5, unclamped so that it stays differentiable in ε.
+    x = f⁻¹(z) + 0.5, unclamped by default so that it stays differentiable in ε everywhere. With
+    `clamp_output` it returns clamp(x, 0, 1), the image the samples are quantized to anyway: an energy
+    tilting the Glow then sees only images in the pixel box (its gradient vanishes outside), so noise-space
+    chains cannot lower E by pushing pixels out of range. Training and densities never use decode.
     """
 
     image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
 
     def __init__(self, data_shape: tuple[int, int, int], n_blocks: int = 2, n_couplings: int = 16, hidden: int = 64,
-                 n_bits: int = 8, learn_top: bool = True, coupling: Coupling | str = Coupling.AFFINE):
+                 n_bits: int = 8, learn_top: bool = True, coupling: Coupling | str = Coupling.AFFINE,
+                 clamp_output: bool = False):
         super().__init__()
         if len(data_shape) != 3:
             raise ValueError(f"image shape must be (C, H, W), got {tuple(data_shape)}")
@@ -224,7 +228,7 @@ class Glow(nn.Module):
         if not 1 <= n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
         additive = Coupling(coupling) is Coupling.ADDITIVE
-        self.data_shape, self.n_bits = (c, h, w), n_bits
+        self.data_shape, self.n_bits, self.clamp_output = (c, h, w), n_bits, clamp_output
         self.pixel_range = PixelRange.UNIT
         self.blocks, self.priors = nn.ModuleList(), nn.ModuleList()
         self.noise_shapes: list[tuple[int, int, int]] = []
@@ -258,7 +262,7 @@ class Glow(nn.Module):
                 mean, log_std = self.priors[i](h).chunk(2, dim=1)
                 h = torch.cat([h, mean + log_std.exp() * eps[i]], 1)
             h = self.blocks[i].inverse(h)
-        return h + 0.5
+        return (h + 0.5).clamp(0, 1) if self.clamp_output else h + 0.5
 
     def decode_mean(self, noise: Noise) -> Tensor:
         return self.decode(noise)
