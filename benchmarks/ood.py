@@ -1,9 +1,10 @@
 """Out-of-distribution detection by each run's scores, side by side: AUROC per OOD set and run/score.
 
 Every score a run offers (tiltkit.metrics.ood: elbo, iwae for a VAE; + energy, tilted for a tilted VAE;
-energy for a pixel EBM) is computed on n in-distribution test images and n images of each OOD set. All
-runs see the same images: the sets are drawn from --seed alone. Writes benchmarks/results/ood_<in>.json
-and the `ood` section of BENCHMARKS.md (rows: run and score; columns: OOD sets; AUROC).
+energy for a pixel EBM; texture for a Denoising-EBM) is computed on n in-distribution test images and n
+images of each OOD set. All runs see the same images: the sets are drawn from --seed alone. Writes
+benchmarks/results/ood_<in>.json and the `ood` section of BENCHMARKS.md (rows: run and score; columns: OOD
+sets; AUROC).
 
     .venv/bin/python benchmarks/ood.py --run vae=runs/bench-fashion-mnist/vae \\
         --run latent-ebm=runs/bench-fashion-mnist/tilt --in fashion-mnist --n 2000
@@ -82,8 +83,9 @@ def table(r: dict) -> str:
 
 
 def section(r: dict) -> str:
-    runs = "; ".join(f"{k} = `{v['dir']}` ({v['base'] if v['kind'] == 'base' else 'tilted ' + v['base']}, "
-                     f"{v['seconds']:.0f} s)" for k, v in r["runs"].items())
+    what = {"base": "{}", "tilt": "tilted {}", "debm": "{}"}
+    runs = "; ".join(f"{k} = `{v['dir']}` ({what[v['kind']].format(v['base'])}, {v['seconds']:.0f} s)"
+                     for k, v in r["runs"].items())
     resized = {name: s["resized"] for run in r["runs"].values() for name, s in run["sets"].items() if s["resized"]}
     notes = "".join(f" {k}: {note}." for k, note in resized.items())
     source = next(iter(r["runs"].values()))["source"]
@@ -91,7 +93,7 @@ def section(r: dict) -> str:
             f"In-distribution: {r['in']} test split ({source}), n = {r['n']} images per set, seed {r['seed']}; "
             f"runs: {runs}. AUROC with in-distribution as the positive class and every score oriented "
             f"higher = more in-distribution (elbo, iwae with K = {r['iw_samples']}, energy = −E(x), "
-            f"tilted = ELBO − E(x)); 0.5 is chance, below 0.5 the score prefers the OOD set. "
+            f"tilted = ELBO − E(x), texture = a Denoising-EBM's −U_c(x, σ = 0.05)); 0.5 is chance, below 0.5 the score prefers the OOD set. "
             f"Synthetic sets are made from the same n test images (noisy: σ = {r['noise_sigma']:g} on 0..255)."
             f"{notes} AUPRC and FPR95 in `benchmarks/results/ood_{r['slug']}.json`.\n\n{table(r)}\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/ood.py {r['argv']}`.\n")

@@ -141,7 +141,7 @@ def test_two_stage_sample_starts_the_pixel_stage_at_the_semantic_image():
     assert out.x.abs().max() <= 1.0
 
 
-DEBM = {"steps": 4, "batch_size": 8, "recon_steps": 2, "checkpoint_every": 2, "lr": 1e-3,
+DEBM = {"steps": 4, "pretrain_steps": 1, "batch_size": 8, "recon_steps": 2, "checkpoint_every": 2, "lr": 1e-3,
         "model_kwargs": {"width": 8, "latent_dim": 8, "decoder_width": 8, "n_sigmas": 8},
         "latent_sampler": {"kind": "langevin", "steps": 3, "step_size": 0.2},
         "pixel_sampler": {"kind": "langevin", "steps": 3, "step_size": 0.02, "clamp": [-1, 1]},
@@ -172,7 +172,8 @@ def test_debm_run_end_to_end_and_resume_equals_uninterrupted(squares_file, tmp_p
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
     lines = metric_lines(tmp_path / "full")
     assert lines == metric_lines(tmp_path / "crashed") and [r["step"] for r in lines] == [1, 2, 3, 4]
-    assert {"dae_loss", "dec_loss", "us_pos", "us_neg", "uc_pos", "uc_neg", "grad_norm"} <= set(lines[0])
+    assert set(lines[0]) == {"step", "dae_loss", "dec_loss", "loss", "grad_norm"}  # pretraining: reconstruction only
+    assert {"dae_loss", "dec_loss", "us_pos", "us_neg", "uc_pos", "uc_neg", "grad_norm"} <= set(lines[1])
 
     run = tmp_path / "full"
     assert main(["sample", str(run), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0

@@ -105,7 +105,8 @@ class DebmRunConfig:
     hflip: bool = True  # §5: random flips, p = 0.5
     model_kwargs: dict = field(default_factory=lambda: {
         "width": 32, "latent_dim": 64, "decoder_width": 32, "sigma_max": 1.0, "sigma_min": 0.01, "n_sigmas": 128})
-    steps: int = 1000  # iterations of Algorithm 1's outer loop
+    steps: int = 1000  # iterations in all: `pretrain_steps` reconstruction-only ones, then Algorithm 1's outer loop
+    pretrain_steps: int = 0  # first iterations: one reconstruction step each, no chains (not in the paper)
     recon_steps: int = 3  # L: reconstruction steps per iteration
     batch_size: int = 64
     lr: float = 5e-5  # §5: Adam, 5e-5
@@ -192,7 +193,7 @@ def _coerce(hint, value, where: str):
 
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
             "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps", "recon_steps", "sample_sigma")
-NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps")
 
 
 def validate(cfg, where: str) -> None:

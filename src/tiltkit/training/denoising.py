@@ -1,6 +1,7 @@
 """Train a Denoising-EBM by its Algorithm 1 (Denoising-EBM paper §4.2; the math is in tiltkit/denoising.py).
 
-Each iteration:
+The first `pretrain_steps` iterations are one reconstruction step each (a DAE and decoder that already
+denoise before the energies are contrasted; not in the paper). Each later iteration:
 1. L reconstruction steps on fresh batches: L_DAE + L_Dec (eqs. 1, 13), per-example σ from the ladder;
 2. K Langevin steps on U_s(·, σ_i) from z⁰ ~ N(0, I), x⁰ = h_γ(z_K), T Langevin steps on U_c(·, σ_i);
 3. one contrastive update on the last batch: the semantic loss moves γ only, the texture loss φ only
@@ -76,11 +77,13 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
         return random_hflip(x_train[idx], data_gen) if cfg.hflip else x_train[idx]
 
     def step_fn(step: int) -> dict:
-        for _ in range(cfg.recon_steps):  # 1. lines 2–6
+        for _ in range(1 if step <= cfg.pretrain_steps else cfg.recon_steps):  # 1. lines 2–6
             x = batch()
             recon = model.reconstruction_loss(x, gen)
             recon_norm = step_split(opt, [(recon.loss, phi + gamma)], cfg.grad_clip)
             check_finite(step, reconstruction_loss=recon.loss.item(), reconstruction_gradient=recon_norm)
+        if step <= cfg.pretrain_steps:
+            return {**recon.metrics, "loss": recon.loss.item(), "grad_norm": recon_norm}
         sigma = model.draw_sigmas(cfg.batch_size, gen)  # 2. lines 7–13
         chains = model.sample(cfg.batch_size, cfg.latent_sampler, cfg.pixel_sampler, gen, sigma)
         semantic, texture, metrics = model.contrastive_losses(x, sigma, chains.z, chains.x, gen)  # 3. lines 14–18

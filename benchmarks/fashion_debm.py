@@ -1,0 +1,242 @@
+"""Denoising-EBM on Fashion-MNIST: two-stage vs semantic-only samples, the σ-ladder ablation, sampling time.
+
+Same protocol as the other Fashion benchmarks: n samples per model against the test set, domain metrics
+(the project's classifier) and Inception FID, every stage timed and written to the results JSON as it ends,
+so an interrupted run resumes at its first unfinished stage.
+
+    classifier        the domain classifier (cached per data set)
+    debm              Algorithm 1 on configs/fashion_debm.yaml, with CPU_SETTINGS on top
+    sample            n two-stage samples x_T and, from the same chains, the semantic images x⁰ = h(z_K)
+    domain-MODEL      domain FID / KID / PRDC / class KL of MODEL ∈ {semantic, debm}
+    inception-MODEL   Inception FID
+    ablation-SMAX-S   the paper's Table 3 on domain FID: a shorter run per (σ_max, S), ABLATION_N samples
+    timing            seconds for 64 samples: two-stage vs the same number of pixel-only Langevin steps
+                      on U_c from uniform noise
+
+The OOD table (−U_c beside the VAE and VAEBM scores) comes from benchmarks/ood.py with this run added
+(`--run debm=runs/bench-debm/debm`). The section puts the VAE, latent-EBM and VAEBM rows of their own
+benchmarks beside this one's.
+
+    .venv/bin/python benchmarks/fashion_debm.py --n 2000
+    .venv/bin/python benchmarks/fashion_debm.py --stages ablation-0.5-128,ablation-2-128
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from common import ROOT, cpu_model, evaluate_samples, figure, git_commit, run_stage, save_results, write_block
+from tiltkit import viz
+from tiltkit.config import DebmRunConfig, from_dict, to_dict
+from tiltkit.data.images import to_uint8
+from tiltkit.data.source import DataSource
+from tiltkit.metrics.fid import FeatureStats, frechet_distance
+from tiltkit.metrics.image_eval import Metric, classifier_for, embed
+from tiltkit.samplers import SamplerConfig
+from tiltkit.training import load_run, train_debm
+
+RECIPE = ROOT / "configs" / "fashion_debm.yaml"
+# The recipe's network and chains (K = 20, T = 90 at batch 64) cost ~30 s an iteration on 2 CPU cores; this
+# benchmark trains a narrower network with shorter chains, after 3,000 reconstruction-only steps (a first run
+# without them contrasted an untrained DAE: negative energies ran away, 500 → 6e4, with gradient norms 2e5).
+CPU_SETTINGS = {"model_kwargs": {"width": 16, "latent_dim": 32, "decoder_width": 16},
+                "pretrain_steps": 3000, "steps": 4500, "batch_size": 32, "lr": 0.0002,
+                "latent_sampler": {"kind": "langevin", "steps": 10, "step_size": 0.2},
+                "pixel_sampler": {"kind": "langevin", "steps": 20, "step_size": 0.02, "clamp": [-1.0, 1.0]},
+                "sample_latent_sampler": {"kind": "langevin", "steps": 20, "step_size": 0.2},
+                "sample_pixel_sampler": {"kind": "langevin", "steps": 40, "step_size": 0.02, "clamp": [-1.0, 1.0]},
+                "sample_sigma": 0.1, "checkpoint_every": 100}
+ABLATION = [(s_max, 128) for s_max in (0.5, 1, 2, 3)] + [(1, 64), (1, 256)]  # paper Table 3
+ABLATION_STEPS, ABLATION_N = 500, 1000
+TIMING_N = 64
+MODELS = {"semantic": "Denoising-EBM, semantic images x⁰ = h(z_K)", "debm": "Denoising-EBM, two-stage x_T"}
+PAPER_TABLE3 = {(3, 128): 66.57, (2, 128): 60.81, (1, 128): 50.02, (0.5, 128): 55.23}  # CIFAR-10, 1k-sample FID
+OTHERS = [  # (label, results file, domain stage, inception stage, key): rows of the other Fashion benchmarks
+    ("VAE (latent-EBM benchmark)", "fashion_mnist_latent_ebm.json", "domain", "inception", "vae"),
+    ("VAE + latent EBM", "fashion_mnist_latent_ebm.json", "domain", "inception", "tilted"),
+    ("VAEBM", "fashion_mnist_vaebm.json", "domain-vaebm", "inception-vaebm", "model"),
+]
+STAGES = ("classifier", "debm", "sample", *(f"{s}-{m}" for s in ("domain", "inception") for m in MODELS),
+          *(f"ablation-{a:g}-{b}" for a, b in ABLATION), "timing")
+
+
+def config(**over) -> DebmRunConfig:
+    values = {**yaml.safe_load(RECIPE.read_text())["debm"], **CPU_SETTINGS, **over}
+    values["model_kwargs"] = {**yaml.safe_load(RECIPE.read_text())["debm"]["model_kwargs"],
+                              **CPU_SETTINGS["model_kwargs"], **over.get("model_kwargs", {})}
+    return from_dict(DebmRunConfig, values, str(RECIPE))
+
+
+def train(cfg: DebmRunConfig, run: Path) -> dict:
+    train_debm(cfg, run, resume=(run / "config.yaml").exists())
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    return {"steps": last["step"], "train_seconds": last["time_s"]}
+
+
+@torch.no_grad()
+def sample(out: Path, n: int, chunk: int = 500) -> dict:
+    """Two-stage samples and their semantic images, from the same chains."""
+    _, cfg, model = load_run(out / "debm")
+    gen = torch.Generator().manual_seed(1)
+    parts: dict[str, list] = {"semantic": [], "debm": []}
+    t0 = time.perf_counter()
+    for lo in range(0, n, chunk):
+        s = model.sample(min(chunk, n - lo), cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen,
+                         cfg.sample_sigma)
+        parts["semantic"].append(to_uint8(s.semantic, model.pixel_range))
+        parts["debm"].append(to_uint8(s.x, model.pixel_range))
+    seconds = time.perf_counter() - t0
+    for key, xs in parts.items():
+        np.savez_compressed(out / f"samples_{key}.npz", x=torch.cat(xs).numpy())
+    grid = torch.Generator().manual_seed(7)
+    s = model.sample(64, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, grid, cfg.sample_sigma)
+    viz.compare_figure([("semantic image h(z_K)", to_uint8(s.semantic, model.pixel_range)),
+                        ("two-stage sample x_T", to_uint8(s.x, model.pixel_range))],
+                       ROOT / "docs" / "fashion_mnist_debm.png", nrow=8)
+    t = model.sample(8, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, grid, cfg.sample_sigma,
+                     return_trajectory=True, every=5)
+    viz.save_image(viz.trajectory_strip([to_uint8(f, model.pixel_range) for f in t.trajectory]),
+                   ROOT / "docs" / "fashion_mnist_debm_chains.png", scale=2)
+    return {"sample_seconds": round(seconds, 1), "sampler": {
+        "latent": to_dict(cfg.sample_latent_sampler), "pixel": to_dict(cfg.sample_pixel_sampler),
+        "sigma": cfg.sample_sigma}}
+
+
+def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> dict:
+    """A shorter run at (σ_max, S) and the domain FID of ABLATION_N two-stage samples against the test set."""
+    run = out / f"ablation-{sigma_max:g}-{n_sigmas}"
+    info = train(config(steps=ABLATION_STEPS, model_kwargs={"sigma_max": sigma_max, "n_sigmas": n_sigmas}), run)
+    _, cfg, model = load_run(run)
+    with torch.no_grad():
+        s = model.sample(ABLATION_N, cfg.sample_latent_sampler, cfg.sample_pixel_sampler,
+                         torch.Generator().manual_seed(1), cfg.sample_sigma)
+    clf = classifier_for(source)
+    test = FeatureStats.from_features(embed(clf, source.images("test").x)[0])
+    fids = {key: frechet_distance(FeatureStats.from_features(embed(clf, to_uint8(x, model.pixel_range))[0]), test)
+            for key, x in (("semantic", s.semantic), ("debm", s.x))}
+    return {**info, "fid": fids["debm"], "semantic_fid": fids["semantic"]}
+
+
+def timing(out: Path) -> dict:
+    """Seconds for TIMING_N samples: two-stage (K latent + T pixel steps) vs K + T pixel steps from uniform noise."""
+    _, cfg, model = load_run(out / "debm")
+    gen = torch.Generator().manual_seed(3)
+    t0 = time.perf_counter()
+    model.sample(TIMING_N, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma)
+    two_stage = time.perf_counter() - t0
+    steps = cfg.sample_latent_sampler.steps + cfg.sample_pixel_sampler.steps
+    pixel = SamplerConfig("langevin", steps, cfg.sample_pixel_sampler.step_size, clamp=cfg.sample_pixel_sampler.clamp)
+    sigma = torch.full((TIMING_N,), cfg.sample_sigma or float(model.sigmas.median()))
+    x0 = torch.rand(TIMING_N, *model.data_shape, generator=gen) * 2 - 1
+    t0 = time.perf_counter()
+    pixel.run(lambda x: model.texture_energy(x, sigma, generator=gen), x0, gen)
+    return {"n": TIMING_N, "steps": steps, "two_stage_seconds": round(two_stage, 2),
+            "pixel_only_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-debm", help="work folder")
+    p.add_argument("--n", type=int, default=10_000, help="samples per model")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_debm.json"
+    results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
+    results.setdefault("stages", {})
+    source = DataSource.of(config())
+    n = min(args.n, len(source.images("train").x))
+    results.update({"path": str(res_path), "source": source.images("train").source, "cpu": cpu_model(),
+                    "threads": args.threads, "torch": torch.__version__, "recipe": str(RECIPE.relative_to(ROOT)),
+                    "cpu_settings": CPU_SETTINGS, "ablation_steps": ABLATION_STEPS, "ablation_n": ABLATION_N})
+    if any(s.startswith("sample") for s in stages) or "n" not in results:  # n: that of the samples evaluated
+        results["n"] = n
+    for stage in stages:
+        if stage == "classifier":
+            run_stage(stage, results, lambda: (classifier_for(source, quiet=False),
+                                               {"checksum": source.images("train").checksum()})[1])
+        elif stage == "debm":
+            run_stage(stage, results, lambda: train(config(), out / "debm"))
+        elif stage == "sample":
+            run_stage(stage, results, lambda: sample(out, n))
+        elif stage.startswith("ablation-"):
+            _, s_max, s = stage.split("-")
+            run_stage(stage, results, lambda s_max=float(s_max), s=int(s): ablation(s_max, s, out, source))
+        elif stage == "timing":
+            run_stage(stage, results, lambda: timing(out))
+        else:
+            what, key = stage.split("-", 1)
+            fn = evaluate_samples([Metric.INCEPTION_FID] if what == "inception" else
+                                  [Metric.FID, Metric.KID, Metric.PRDC, Metric.CLASSES])
+            run_stage(stage, results, lambda fn=fn, key=key: fn(key, out, n, source, results))
+    finish(results)
+
+
+def finish(results: dict) -> None:
+    checks = {}
+    for metric in ("fid", "inception_fid"):
+        two, sem = figure(results, "debm", metric), figure(results, "semantic", metric)
+        checks[f"two-stage {metric} < semantic-only's"] = None if two is None or sem is None else two < sem
+    results.update({"checks": checks, "date": datetime.date.today().isoformat(), "commit": git_commit()})
+    save_results(results)
+    write_block("fashion-debm", section(results), "Fashion-MNIST: Denoising-EBM (`benchmarks/fashion_debm.py`)")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("stages", "path")}, indent=1))
+
+
+def other_rows() -> list[str]:
+    rows = []
+    for label, file, dom, inc, key in OTHERS:
+        path = ROOT / "benchmarks" / "results" / file
+        st = json.loads(path.read_text())["stages"] if path.exists() else {}
+        d, i = st.get(dom, {}).get(key, {}).get("fid"), st.get(inc, {}).get(key, {}).get("inception_fid")
+        rows.append(f"| {label} (`{file}`) | {'–' if i is None else f'{i:.2f}'} | {'–' if d is None else f'{d:.2f}'} | |")
+    return rows
+
+
+def section(r: dict) -> str:
+    st = r["stages"]
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    rows = ["| model | Inception FID | domain FID | sampling s |", "|---|---:|---:|---:|"]
+    for key, label in MODELS.items():
+        s = st.get("sample", {})
+        rows.append(f"| {label} | {fmt(figure(r, key, 'inception_fid'))} | {fmt(figure(r, key, 'fid'))} | "
+                    f"{s['sample_seconds']:.0f} |" if s else f"| {label} | – | – | – |")
+    rows += other_rows()
+    abl = ["| σ_max | S | domain FID, two-stage | domain FID, semantic | paper (CIFAR-10, FID 1k) |",
+           "|---:|---:|---:|---:|---:|"]
+    for a, b in ABLATION:
+        s = st.get(f"ablation-{a:g}-{b}", {})
+        abl.append(f"| {a:g} | {b} | {fmt(s.get('fid'))} | {fmt(s.get('semantic_fid'))} | "
+                   f"{PAPER_TABLE3.get((a, b), '–')} |")
+    t = st.get("timing")
+    timing_line = (f"Time for {t['n']} samples, {t['steps']} Langevin steps in all: two-stage {t['two_stage_seconds']} s, "
+                   f"pixel-only from uniform noise {t['pixel_only_seconds']} s." if t else "Timing: not yet run.")
+    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in st.items())
+    checks = "; ".join(f"{k}: {'met' if ok else 'NOT met' if ok is False else 'not yet run'}"
+                       for k, ok in r["checks"].items())
+    return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Data: "
+            f"{r['source']}; recipe `{r['recipe']}` with the benchmark's CPU_SETTINGS on top; {r['n']} samples "
+            f"against the test set (the other rows: their benchmarks' own n).\n\n" + "\n".join(rows) +
+            f"\n\nAblation (paper Table 3), {r['ablation_steps']} iterations per setting, {r['ablation_n']} samples, "
+            f"domain FID:\n\n" + "\n".join(abl) + f"\n\n{timing_line}\n\nStage wall times: {times}.\n\n"
+            f"Targets: {checks}.\n")
+
+
+if __name__ == "__main__":
+    main()
