@@ -45,8 +45,10 @@ from tiltkit.training import load_run, train_debm
 
 RECIPE = ROOT / "configs" / "fashion_debm.yaml"
 # The recipe's network and chains (K = 20, T = 90 at batch 64) cost ~30 s an iteration on 2 CPU cores; this
-# benchmark trains a narrower network with shorter chains, after 3,000 reconstruction-only steps (a first run
-# without them contrasted an untrained DAE: negative energies ran away, 500 → 6e4, with gradient norms 2e5).
+# benchmark trains a narrower network with shorter chains, after 3,000 reconstruction-only steps. Not yet
+# stable: in pilots (with or without pretraining, lr 2e-4 or the paper's 5e-5) the contrastive updates drive
+# the negatives' energies up without bound (U_s⁻ 500 → 1e4–1e5 within 100 iterations) while the DAE's own
+# reconstruction loss rises 13 → 200+.
 CPU_SETTINGS = {"model_kwargs": {"width": 16, "latent_dim": 32, "decoder_width": 16},
                 "pretrain_steps": 3000, "steps": 4500, "batch_size": 32, "lr": 0.0002,
                 "latent_sampler": {"kind": "langevin", "steps": 10, "step_size": 0.2},

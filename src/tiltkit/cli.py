@@ -6,7 +6,7 @@
     tiltkit train debm --data NAME --out DIR [--config configs/fashion_debm.yaml]   (a Denoising-EBM)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
-    tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted] [--n N]
+    tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted,texture] [--n N]
     tiltkit demo --out DIR [--quick]
 
 Options flow into the run's config class (config.py): defaults, then `--config FILE.yaml`,
@@ -129,7 +129,8 @@ def build_parser() -> Parser:
                    help="comma-separated OOD sets: uniform, gaussian, constant, noisy, interp, vflip (made from the "
                         "test images), or image set names, folders, .npy/.npz files (resized to the run's shape)")
     o.add_argument("--out", type=Path, required=True, help="folder for ood.json and hist_<score>.png")
-    o.add_argument("--scores", help="comma-separated elbo, iwae, energy, tilted (default: every score the run offers)")
+    o.add_argument("--scores", help="comma-separated elbo, iwae, energy, tilted, texture (a debm run) "
+                   "(default: every score the run offers)")
     o.add_argument("--n", type=positive_int, help="images per set (default: the whole in-distribution test split)")
     o.add_argument("--iw-samples", type=positive_int, help="importance samples K of the iwae score (default 32)")
     o.add_argument("--data-dir", help="where to look for image sets first")
@@ -172,10 +173,8 @@ def resolve_options(args, cls):
 
 
 def cmd_train(args) -> None:
-    from .training import train_base, train_tilt
+    from .training import train_base, train_debm, train_tilt
     from .training.run import read_run
-
-    from .training import train_debm
 
     cls = {"base": BaseRunConfig, "tilt": TiltRunConfig, "debm": DebmRunConfig}[args.what]
     if args.resume:
