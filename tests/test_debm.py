@@ -128,6 +128,22 @@ def test_contrastive_update_lowers_data_energy_relative_to_samples_and_routes_gr
     assert after["texture_gap"] > before["texture_gap"]
 
 
+def test_contrastive_losses_are_per_pixel_energy_gaps_plus_the_alpha_penalty():
+    m = tiny_model()
+    g = torch.Generator().manual_seed(6)
+    x, x_neg = torch.rand(4, *SHAPE, generator=g) * 2 - 1, torch.rand(4, *SHAPE, generator=g) * 2 - 1
+    z_neg, sigma, d = torch.randn(4, 8, generator=g), m.sigmas[[0, 3, 7, 15]], 16 * 16
+    sem0, tex0, u = m.contrastive_losses(x, sigma, z_neg, x_neg, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sem0.item(), (u["us_pos"] - u["us_neg"]) / d, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tex0.item(), (u["uc_pos"] - u["uc_neg"]) / d, rtol=1e-5, atol=1e-6)
+    _, tex, _ = m.contrastive_losses(x, sigma, z_neg, x_neg, torch.Generator().manual_seed(1), alpha=0.5)
+    eps = torch.Generator().manual_seed(1)  # its draws in order: the code's ε, U_s⁺'s, U_s⁻'s, U_c⁺'s, U_c⁻'s
+    draws = [torch.randn(x.shape, generator=eps) for _ in range(5)]
+    uc_pos, uc_neg = m.texture_energy(x, sigma, draws[3]) / d, m.texture_energy(x_neg, sigma, draws[4]) / d
+    expected = uc_pos.mean() - uc_neg.mean() + 0.5 * (uc_pos.pow(2) + uc_neg.pow(2)).mean()
+    torch.testing.assert_close(tex, expected)
+
+
 def test_two_stage_sample_starts_the_pixel_stage_at_the_semantic_image():
     m = tiny_model()
     g = torch.Generator().manual_seed(5)

@@ -112,6 +112,7 @@ class DebmRunConfig:
     lr: float = 5e-5  # §5: Adam, 5e-5
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = None  # clip each update's gradient norm (None: off; the norm is logged)
+    alpha: float = 0.0  # α·(u⁺² + u⁻²) on the per-pixel energies of the contrastive losses (0: the paper's)
     latent_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 20, 0.2))
     pixel_sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 90, 0.02, clamp=(-1.0, 1.0)))
@@ -193,7 +194,7 @@ def _coerce(hint, value, where: str):
 
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
             "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps", "recon_steps", "sample_sigma")
-NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps", "alpha")
 
 
 def validate(cfg, where: str) -> None:

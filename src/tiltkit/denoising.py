@@ -131,13 +131,17 @@ class DenoisingEBM(nn.Module):
         return LossOutput(dae + dec, {"dae_loss": dae.item(), "dec_loss": dec.item()})
 
     def contrastive_losses(self, x: Tensor, sigma: Tensor, z_neg: Tensor, x_neg: Tensor,
-                           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, dict]:
-        """(semantic loss, texture loss, metrics): Algorithm 1, lines 14–17, as means over the batch.
+                           generator: torch.Generator | None = None, alpha: float = 0.0) -> tuple[Tensor, Tensor, dict]:
+        """(semantic loss, texture loss, metrics): Algorithm 1, lines 14–17, as batch means of energies per
+        pixel (u = U/D, D = C·H·W: the same direction as the paper's sums, at the scale of the reconstruction
+        losses that share the optimizer), plus α·mean(u⁺² + u⁻²) where alpha > 0 (not in the paper; the
+        tilting paper's B.2 regularizer, which bounds how far the negatives' energies can be pushed up):
 
-            semantic = mean U_s(z_i, σ_i) − mean U_s(z_i^K, σ_i),   z_i = f_α(x̃_i, σ_i) (detached)
-            texture  = mean U_c(x_i, σ_i) − mean U_c(x_i^T, σ_i)
+            semantic = mean u_s(z_i, σ_i) − mean u_s(z_i^K, σ_i) [+ α·…],   z_i = f_α(x̃_i, σ_i) (detached)
+            texture  = mean u_c(x_i, σ_i) − mean u_c(x_i^T, σ_i) [+ α·…]
 
-        Their gradients go to γ and to φ respectively (`step_split` in training/denoising.py).
+        Their gradients go to γ and to φ respectively (`step_split` in training/denoising.py). The metrics
+        are the energies U themselves.
         """
         with torch.no_grad():
             z_pos = self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma)
@@ -145,7 +149,13 @@ class DenoisingEBM(nn.Module):
             self.semantic_energy(z_neg.detach(), sigma, generator=generator)
         uc_pos, uc_neg = self.texture_energy(x, sigma, generator=generator), \
             self.texture_energy(x_neg.detach(), sigma, generator=generator)
-        semantic, texture = us_pos.mean() - us_neg.mean(), uc_pos.mean() - uc_neg.mean()
+        d = x[0].numel()
+
+        def cd(pos: Tensor, neg: Tensor) -> Tensor:
+            pos, neg = pos / d, neg / d
+            return pos.mean() - neg.mean() + alpha * (pos.pow(2) + neg.pow(2)).mean()
+
+        semantic, texture = cd(us_pos, us_neg), cd(uc_pos, uc_neg)
         metrics = {"us_pos": us_pos.mean().item(), "us_neg": us_neg.mean().item(),
                    "uc_pos": uc_pos.mean().item(), "uc_neg": uc_neg.mean().item(),
                    "semantic_gap": (us_neg.mean() - us_pos.mean()).item(),

@@ -86,7 +86,7 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
             return {**recon.metrics, "loss": recon.loss.item(), "grad_norm": recon_norm}
         sigma = model.draw_sigmas(cfg.batch_size, gen)  # 2. lines 7–13
         chains = model.sample(cfg.batch_size, cfg.latent_sampler, cfg.pixel_sampler, gen, sigma)
-        semantic, texture, metrics = model.contrastive_losses(x, sigma, chains.z, chains.x, gen)  # 3. lines 14–18
+        semantic, texture, metrics = model.contrastive_losses(x, sigma, chains.z, chains.x, gen, cfg.alpha)  # 3.
         norm = step_split(opt, [(semantic, gamma), (texture, phi)], cfg.grad_clip)
         check_finite(step, semantic_loss=semantic.item(), texture_loss=texture.item(), gradient=norm)
         metrics = {**recon.metrics, **metrics, "loss": recon.loss.item(), "grad_norm": norm}
