@@ -3,6 +3,7 @@ resumable timed stages whose results live in one JSON file."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import re
@@ -51,6 +52,33 @@ def write_block(key: str, text: str, heading: str, path: Path = ROOT / "BENCHMAR
     else:
         doc = doc.rstrip() + f"\n\n## {heading}\n\n{block}\n"
     path.write_text(doc)
+
+
+def stage_cli(doc: str, stages: tuple[str, ...], out: Path, results_name: str):
+    """The staged benchmarks' command line: --out (default `out`), --n, --threads, --stages, --fresh.
+
+    Sets torch's thread count, refuses unknown stage names and makes the work folder. Returns (args, the
+    stages asked for, results): the earlier benchmarks/results/`results_name` unless --fresh, with its
+    "path" and a "stages" dict, ready for `run_stage`.
+    """
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", type=Path, default=out, help="work folder")
+    p.add_argument("--n", type=int, default=10_000, help="samples per model")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stages", default=",".join(stages))
+    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    asked = [s for s in args.stages.split(",") if s]
+    unknown = sorted(set(asked) - set(stages))
+    if unknown:
+        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(stages)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = ROOT / "benchmarks" / "results" / results_name
+    results = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
+    results.setdefault("stages", {})
+    results["path"] = str(path)
+    return args, asked, results
 
 
 def run_stage(name: str, results: dict, fn) -> None:

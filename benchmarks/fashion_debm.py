@@ -23,7 +23,6 @@ benchmarks beside this one's.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import time
@@ -33,7 +32,8 @@ import numpy as np
 import torch
 import yaml
 
-from common import ROOT, cpu_model, evaluate_samples, figure, git_commit, run_stage, save_results, write_block
+from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, run_stage, save_results, stage_cli,
+                    write_block)
 from tiltkit import viz
 from tiltkit.config import DebmRunConfig, from_dict, to_dict
 from tiltkit.data.images import to_uint8
@@ -146,26 +146,11 @@ def timing(out: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-debm", help="work folder")
-    p.add_argument("--n", type=int, default=10_000, help="samples per model")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stages", default=",".join(STAGES))
-    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    args, stages, results = stage_cli(__doc__, STAGES, ROOT / "runs" / "bench-debm", "fashion_mnist_debm.json")
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_debm.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
-    results.setdefault("stages", {})
     source = DataSource.of(config())
     n = min(args.n, len(source.images("train").x))
-    results.update({"path": str(res_path), "source": source.images("train").source, "cpu": cpu_model(),
+    results.update({"source": source.images("train").source, "cpu": cpu_model(),
                     "threads": args.threads, "torch": torch.__version__, "recipe": str(RECIPE.relative_to(ROOT)),
                     "cpu_settings": CPU_SETTINGS, "ablation_steps": ABLATION_STEPS, "ablation_n": ABLATION_N})
     if any(s.startswith("sample") for s in stages) or "n" not in results:  # n: that of the samples evaluated

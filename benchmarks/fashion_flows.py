@@ -25,7 +25,6 @@ Checks: tilted / base FID ≤ the paper's ratio on both scales (Glow 41.6 / 58.7
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -40,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import (ROOT, base_val_fid, cpu_model, evaluate_samples, figure, git_commit, recipe,  # noqa: E402
-                    run_stage, save_results, validation_curve, write_block)
+                    run_stage, save_results, stage_cli, validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.images import to_uint8  # noqa: E402
@@ -91,27 +90,12 @@ def last_metrics(run: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-flows", help="work folder")
-    p.add_argument("--n", type=int, default=10_000, help="samples per model")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stages", default=",".join(STAGES))
-    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    args, stages, results = stage_cli(__doc__, STAGES, ROOT / "runs" / "bench-flows", "fashion_mnist_flows.json")
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_flows.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
-    results.setdefault("stages", {})
     base_cfgs = {b: recipe(RECIPES[b])[0] for b in BASES}
     source = DataSource.of(base_cfgs["glow"])
     n = min(args.n, len(source.images("train").x))
-    results.update({"path": str(res_path), "source": source.images("train").source, "cpu": cpu_model(),
+    results.update({"source": source.images("train").source, "cpu": cpu_model(),
                     "torch": torch.__version__, "recipes": [str(r.relative_to(ROOT)) for r in RECIPES.values()],
                     "cpu_settings": CPU_SETTINGS, "data_space_step": DATA_SPACE_STEP})
     results.setdefault("threads", {})

@@ -26,7 +26,6 @@ the latent EBM's result (benchmarks/results/fashion_mnist_latent_ebm.json).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -39,7 +38,7 @@ import torch
 import yaml
 
 from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, recipe, run_stage, save_results,
-                    validation_curve, write_block)
+                    stage_cli, validation_curve, write_block)
 from tiltkit import viz
 from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict, load_yaml
 from tiltkit.data.source import DataSource
@@ -87,28 +86,14 @@ def hmc_like(sampler: SamplerConfig) -> SamplerConfig:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-vaebm", help="work folder")
-    p.add_argument("--n", type=int, default=10_000, help="samples per model")
-    p.add_argument("--stages", default=",".join(STAGES))
-    p.add_argument("--fresh", action="store_true", help="forget earlier results of this benchmark")
-    args = p.parse_args()
-    torch.set_num_threads(2)
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        p.error(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    args, stages, results = stage_cli(__doc__, STAGES, ROOT / "runs" / "bench-vaebm", "fashion_mnist_vaebm.json")
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    res_path = ROOT / "benchmarks" / "results" / "fashion_mnist_vaebm.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
-    results.setdefault("stages", {})
     base_cfg, vaebm_values = recipe(VAEBM_RECIPE)
     bernoulli_cfg, bernoulli_values = recipe(BERNOULLI_RECIPE)
     pixel_values = yaml.safe_load(PIXEL_RECIPE.read_text())["tilt"]
     source = DataSource.of(base_cfg)
     n = min(args.n, len(source.images("train").x))
-    results.update({"path": str(res_path), "source": source.images("train").source, "n": n, "cpu": cpu_model(),
+    results.update({"source": source.images("train").source, "n": n, "cpu": cpu_model(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "recipes": [str(r.relative_to(ROOT)) for r in (VAEBM_RECIPE, BERNOULLI_RECIPE, PIXEL_RECIPE)]})
     tilt_cfgs = {
