@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import BaseRunConfig, save_yaml
+from ..config import BaseRunConfig
 from ..data.images import random_hflip
 from ..data.source import DataSource
 from ..errors import UserError
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .loop import check_finite, rng_state, run_steps, set_rng_state
-from .run import MetricsLog, build_base, prepare_run_dir, resolve_device
+from .checkpoint import save_checkpoint
+from .loop import check_finite, rng_state, run_steps, start_or_resume
+from .run import build_base, prepare_run_dir, resolve_device
 
 
 def cosine_lr(cfg: BaseRunConfig):
@@ -41,16 +41,9 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)
 
-    first = 1
-    if resume:
-        state = load_checkpoint(latest_checkpoint(out), {"base": model}, map_location=device)
-        opt.load_state_dict(state["optimizer"])
+    first, state, log = start_or_resume(out, resume, cfg, "base", {"base": model}, opt, (data_gen, gen), device)
+    if state is not None:
         sched.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], data_gen, gen)
-        first = state["step"] + 1
-    else:
-        save_yaml(cfg, out / "config.yaml", "base")
-    log = MetricsLog(out, resume_step=first - 1 if resume else None)
 
     def step_fn(step: int) -> dict:
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)

@@ -28,9 +28,9 @@ from ..outputs import LossOutput
 from ..samplers import CompileMode, ReplayBuffer
 from ..tilt import TiltedModel
 from ..metrics.image_eval import DomainFID, classifier_for
-from .checkpoint import BEST, latest_checkpoint, load_checkpoint, save_checkpoint
-from .loop import EarlyStopping, check_finite, rng_state, run_steps, set_rng_state
-from .run import (MetricsLog, build_base, build_energy, load_run, pixel_box_config, prepare_run_dir, resolve_device,
+from .checkpoint import BEST, save_checkpoint
+from .loop import EarlyStopping, check_finite, rng_state, run_steps, start_or_resume
+from .run import (build_base, build_energy, load_run, pixel_box_config, prepare_run_dir, resolve_device,
                   tilted_model)
 
 DATA_INIT_N = 500  # training images for the data-dependent init of weight norm
@@ -74,22 +74,16 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
     buffer = ReplayBuffer(cfg.buffer_size, base.sample_noise, cfg.reinit_prob, gen) if cfg.persistent else None
     stopper = EarlyStopping(cfg.patience)
 
-    first = 1
-    if resume:
-        state = load_checkpoint(latest_checkpoint(out), {"base": base, "energy": energy}, map_location=device)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], data_gen, gen)
+    first, state, log = start_or_resume(out, resume, cfg, "tilt", {"base": base, "energy": energy}, opt,
+                                        (data_gen, gen), device)
+    if state is not None:
         if buffer is not None:
             buffer.load_state_dict(state["buffer"])
         stopper.load_state_dict(state["early_stopping"])
-        first = state["step"] + 1
+    elif cfg.base == NO_BASE:
+        save_yaml(base_cfg, out / "base_config.yaml", "base")
     else:
-        save_yaml(cfg, out / "config.yaml", "tilt")
-        if cfg.base == NO_BASE:
-            save_yaml(base_cfg, out / "base_config.yaml", "base")
-        else:
-            shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
-    log = MetricsLog(out, resume_step=first - 1 if resume else None)
+        shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
     compiled = use_compile(cfg, device)
 
     def step_fn(step: int) -> dict:

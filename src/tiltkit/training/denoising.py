@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import DebmRunConfig, save_yaml
+from ..config import DebmRunConfig
 from ..data.images import random_hflip
 from ..data.source import DataSource
 from ..denoising import DenoisingEBM
 from ..errors import UserError
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .loop import check_finite, rng_state, run_steps, set_rng_state
-from .run import MetricsLog, build, prepare_run_dir, resolve_device
+from .checkpoint import save_checkpoint
+from .loop import check_finite, rng_state, run_steps, start_or_resume
+from .run import build, prepare_run_dir, resolve_device
 
 
 def build_debm(cfg: DebmRunConfig, data_shape: tuple[int, ...]) -> DenoisingEBM:
@@ -62,15 +62,7 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     gen = torch.Generator(device).manual_seed(cfg.seed + 1)
     phi, gamma = list(model.dae.parameters()), list(model.decoder.parameters())
 
-    first = 1
-    if resume:
-        state = load_checkpoint(latest_checkpoint(out), {"model": model}, map_location=device)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], data_gen, gen)
-        first = state["step"] + 1
-    else:
-        save_yaml(cfg, out / "config.yaml", "debm")
-    log = MetricsLog(out, resume_step=first - 1 if resume else None)
+    first, _, log = start_or_resume(out, resume, cfg, "debm", {"model": model}, opt, (data_gen, gen), device)
 
     def batch() -> Tensor:
         idx = torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)

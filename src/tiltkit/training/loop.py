@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from ..config import save_yaml
 from ..errors import DivergenceError
+from .checkpoint import latest_checkpoint, load_checkpoint
 from .run import MetricsLog
 
 SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept", "semantic_gap", "texture_gap")  # live figures on the progress bar
@@ -37,6 +40,22 @@ def run_steps(first: int, last: int, step_fn: Callable[[int], dict], save: Calla
             bar.write(f"{desc}: stopped early at step {step}")
             break
     bar.close()
+
+
+def start_or_resume(out: Path, resume: bool, cfg, kind: str, modules: dict, opt: torch.optim.Optimizer,
+                    generators: tuple[torch.Generator, ...], device: torch.device) -> tuple[int, dict | None, MetricsLog]:
+    """(first step, checkpoint state or None, metrics log) of a trainer's run directory `out`.
+
+    Resuming loads the latest checkpoint into `modules`, the optimizer and the generators (the caller
+    restores the rest of `state`); a new run saves `cfg` as config.yaml of `kind`.
+    """
+    if not resume:
+        save_yaml(cfg, out / "config.yaml", kind)
+        return 1, None, MetricsLog(out)
+    state = load_checkpoint(latest_checkpoint(out), modules, map_location=device)
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"], *generators)
+    return state["step"] + 1, state, MetricsLog(out, resume_step=state["step"])
 
 
 def check_finite(step: int, **values: float) -> None:
