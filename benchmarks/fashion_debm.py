@@ -46,7 +46,7 @@ from tiltkit.data.images import to_model_range, to_uint8
 from tiltkit.data.source import DataSource
 from tiltkit.metrics.fid import FeatureStats, frechet_distance
 from tiltkit.metrics.image_eval import Metric, classifier_for, embed
-from tiltkit.metrics.ood import Synthetic, detection_metrics, load_ood_images, pick, synthetic_set
+from tiltkit.metrics.ood import detection_metrics, draw_sets
 from tiltkit.samplers import SamplerConfig
 from tiltkit.training import load_run, train_debm
 
@@ -143,13 +143,10 @@ def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> 
 @torch.no_grad()
 def ood_sigma(out: Path, source: DataSource) -> dict:
     """AUROC of −U_c(x, σ) for each σ of OOD_SIGMAS and each set of OOD_SETS, OOD_N test images against OOD_N
-    OOD images (drawn as benchmarks/ood.py draws them for seed 0), one ε draw per image; and its figure."""
+    OOD images (the images benchmarks/ood.py scores at seed 0), one ε draw per image; and its figure."""
     _, _, model = load_run(out / "debm")
-    x_in = pick(source.images("test").x, OOD_N, torch.Generator().manual_seed(0))
-    sets = {name: synthetic_set(Synthetic(name), x_in, torch.Generator().manual_seed(1))
-            if name in {s.value for s in Synthetic}
-            else load_ood_images(name, None, model.data_shape, OOD_N, torch.Generator().manual_seed(1))[0]
-            for name in OOD_SETS}
+    x_in, drawn = draw_sets(source.images("test").x, source.name, list(OOD_SETS), model.data_shape, OOD_N)
+    sets = {name: x for name, (x, _, _) in drawn.items()}
 
     def score(x: torch.Tensor, sigma: float) -> np.ndarray:
         x = to_model_range(x, model.pixel_range)

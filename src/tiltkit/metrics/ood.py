@@ -346,6 +346,26 @@ def _stats(values: dict[Score, np.ndarray]) -> dict:
     return {s.value: {"mean": round(float(v.mean()), 6), "std": round(float(v.std()), 6)} for s, v in values.items()}
 
 
+def draw_sets(test_x: Tensor, in_name: str, ood: list[str], shape: tuple[int, int, int], n: int, seed: int = 0,
+              data_dir: str | None = None, sigma: float = NOISE_SIGMA
+              ) -> tuple[Tensor, dict[str, tuple[Tensor, str, str | None]]]:
+    """(n in-distribution test images, {set: (uint8 images, source, resize note)}), drawn from `seed` and each
+    set's name alone, so every run and every caller sees the same images."""
+    x_in = pick(test_x, n, torch.Generator().manual_seed(seed))
+    sets: dict[str, tuple[Tensor, str, str | None]] = {}
+    for name in ood:
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**62)  # seed + name
+        if name in {s.value for s in Synthetic}:
+            sets[name] = (synthetic_set(Synthetic(name), x_in, gen, sigma), f"made from the {n} {in_name} test images",
+                          None)
+        else:
+            x, src, note = load_ood_images(name, data_dir, shape, n, gen)
+            if len(x) < MIN_N:
+                raise UserError(f"--ood {name}: {len(x)} images, OOD metrics need at least {MIN_N}")
+            sets[name] = (x, src, note)
+    return x_in, sets
+
+
 def run_ood(model: nn.Module, kind: str, in_source: DataSource, ood: list[str], scores: list[Score] | None = None,
             n: int | None = None, seed: int = 0, data_dir: str | None = None, iw_samples: int = IW_SAMPLES,
             sigma: float = NOISE_SIGMA, batch: int = BATCH, quiet: bool = True) -> OODReport:
@@ -370,18 +390,7 @@ def run_ood(model: nn.Module, kind: str, in_source: DataSource, ood: list[str], 
         raise UserError(f"--n {n}: the {in_source.name} test split has only {len(test)} images")
     if n < MIN_N:
         raise UserError(f"--n {n}: OOD metrics need at least {MIN_N} images per set")
-    x_in = pick(test.x, n, torch.Generator().manual_seed(seed))
-    sets: dict[str, tuple[Tensor, str, str | None]] = {}
-    for name in ood:
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**62)  # seed + name
-        if name in {s.value for s in Synthetic}:
-            sets[name] = (synthetic_set(Synthetic(name), x_in, gen, sigma),
-                          f"made from the {n} {in_source.name} test images", None)
-        else:
-            x, src, note = load_ood_images(name, data_dir, shape, n, gen)
-            if len(x) < MIN_N:
-                raise UserError(f"--ood {name}: {len(x)} images, OOD metrics need at least {MIN_N}")
-            sets[name] = (x, src, note)
+    x_in, sets = draw_sets(test.x, in_source.name, ood, shape, n, seed, data_dir, sigma)
 
     device = _device(model)
 
