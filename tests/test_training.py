@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from conftest import tiny_base_cfg, tiny_tilt_cfg
 from tiltkit.errors import DivergenceError, UserError
 from tiltkit.training import contrastive, load_run, train_base, train_tilt
 from tiltkit.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from tiltkit.training.distributed import Distributed
 from tiltkit.training.run import MetricsLog
 
 
@@ -66,8 +68,8 @@ def test_tilt_resume_equals_uninterrupted(tmp_path, monkeypatch, base_run, persi
     train_tilt(cfg, tmp_path / "crashed", resume=True, quiet=True)
     assert_same_run(tmp_path / "full", tmp_path / "crashed")
     if persistent:  # the replay buffer is part of the resumed state
-        a = torch.load(latest_checkpoint(tmp_path / "full") / "state.pt", weights_only=True)["buffer"]
-        b = torch.load(latest_checkpoint(tmp_path / "crashed") / "state.pt", weights_only=True)["buffer"]
+        a = torch.load(latest_checkpoint(tmp_path / "full") / "state.pt", weights_only=True)["ranks"][0]["buffer"]
+        b = torch.load(latest_checkpoint(tmp_path / "crashed") / "state.pt", weights_only=True)["ranks"][0]["buffer"]
         torch.testing.assert_close(a["store_0"], b["store_0"], rtol=0, atol=0)
 
 
@@ -111,7 +113,7 @@ def test_truncated_checkpoint_is_refused_clearly(tmp_path, base_run):
     ckpt = latest_checkpoint(run)
     data = (ckpt / "weights.safetensors").read_bytes()
     (ckpt / "weights.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="unreadable or incomplete"):
+    with pytest.raises(UserError, match="weights.safetensors does not match its SHA-256"):
         load_run(run)
 
 
@@ -137,8 +139,9 @@ def test_early_stopping_stops_after_patience_and_saves_that_step(tmp_path):
             bests.append(step)
         return {"loss": float(step)}
 
-    run_steps(1, 10, step_fn, saved.append, MetricsLog(tmp_path), checkpoint_every=5, quiet=True,
-              should_stop=stopper.should_stop)
+    run = SimpleNamespace(dist=Distributed(), gen=torch.Generator(), log=MetricsLog(tmp_path), out=tmp_path,
+                          save=saved.append)  # the parts of a RunState the loop uses
+    run_steps(run, 1, 10, step_fn, checkpoint_every=5, quiet=True, should_stop=stopper.should_stop)
     assert bests == [2, 4] and saved == [5, 8]  # the regular checkpoint at 5, then the stop at 8
     assert stopper.state_dict() == {"best": 3.0, "best_step": 4, "bad": 2}
     resumed = EarlyStopping(patience=2)
@@ -158,3 +161,22 @@ def test_base_lr_warmup_multiplies_the_cosine_schedule():
     for bad in ({"warmup_steps": -1}, {"grad_clip": 0.0}):
         with pytest.raises(UserError, match=next(iter(bad))):
             from_dict(BaseRunConfig, bad, "base")
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_format_1_checkpoint_resumes_like_today_s(tmp_path, base_run, persistent):
+    """Checkpoints written before manifests and per-rank state (one process: "rng": [data, chains], "buffer"
+    at the top) load and resume to the same weights."""
+    cfg = tiny_tilt_cfg(base_run, persistent=persistent, steps=8, checkpoint_every=3)
+    train_tilt(cfg, tmp_path / "full", quiet=True)
+    old_cfg = tiny_tilt_cfg(base_run, persistent=persistent, steps=6, checkpoint_every=3)
+    train_tilt(old_cfg, tmp_path / "old", quiet=True)
+    ckpt = latest_checkpoint(tmp_path / "old")
+    new = torch.load(ckpt / "state.pt", weights_only=True)
+    old = {"step": new["step"], "optimizer": new["optimizer"], "data_shape": new["data_shape"],
+           "early_stopping": new["early_stopping"], "rng": [new["rng"], new["ranks"][0]["rng"]],
+           **({"buffer": new["ranks"][0]["buffer"]} if persistent else {})}
+    torch.save(old, ckpt / "state.pt")
+    (ckpt / "manifest.json").unlink()
+    train_tilt(cfg, tmp_path / "old", resume=True, quiet=True)
+    assert_same_run(tmp_path / "full", tmp_path / "old")

@@ -202,9 +202,9 @@ def test_vaebm_resume_with_eps_buffer_equals_uninterrupted(data_and_vae, monkeyp
         assert main([*args, "--out", str(root / "crashed")]) == 130  # "interrupted; resume with --resume"
     assert main(["train", "tilt", "--out", str(root / "crashed"), "--resume", "--quiet"]) == 0
     full, crashed = (torch.load(latest_checkpoint(root / r) / "state.pt", weights_only=True) for r in ("full", "crashed"))
-    assert len([k for k in full["buffer"] if k.startswith("store_")]) == 2  # (ε_z, ε_x)
+    assert len([k for k in full["ranks"][0]["buffer"] if k.startswith("store_")]) == 2  # (ε_z, ε_x)
     for key in ("store_0", "store_1"):
-        torch.testing.assert_close(full["buffer"][key], crashed["buffer"][key], rtol=0, atol=0)
+        torch.testing.assert_close(full["ranks"][0]["buffer"][key], crashed["ranks"][0]["buffer"][key], rtol=0, atol=0)
     wa, wb = load_run(root / "full")[2].state_dict(), load_run(root / "crashed")[2].state_dict()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
@@ -268,7 +268,7 @@ def test_pixel_ebm_run_keeps_chains_in_the_box(data_and_vae, tmp_path, capsys):
     kind, cfg, model = load_run(tmp_path / "pix")
     assert type(model.base).__name__ == "PixelBox" and model.base.bounds == (0.0, 1.0)
     state = torch.load(latest_checkpoint(tmp_path / "pix") / "state.pt", weights_only=True)
-    store = state["buffer"]["store_0"]
+    store = state["ranks"][0]["buffer"]["store_0"]
     assert store.min() >= 0 and store.max() <= 1 and store.shape == (64, 1, 28, 28)
     x = model.sample(cfg.sample_sampler, 8, gen(0)).noise
     assert x.min() >= 0 and x.max() <= 1

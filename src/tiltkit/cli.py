@@ -25,7 +25,8 @@ import torch
 import yaml
 
 from .config import BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict, save_yaml
-from .errors import DivergenceError, UserError
+from .errors import DivergenceError, Interrupted, UserError
+from .precision import Precision
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,7 +84,10 @@ def build_parser() -> Parser:
         t.add_argument("--out", required=True, type=Path, help="run directory to create (or resume)")
         t.add_argument("--steps", type=positive_int)
         t.add_argument("--seed", type=int)
-        t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+        t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun: auto and cuda mean "
+                       "each process's own GPU)")
+        t.add_argument("--precision", choices=[p.value for p in Precision],
+                       help="32 (default), bf16 (autocast, CPU or GPU) or fp16 (GPU, gradient scaler)")
         t.add_argument("--config", type=Path, help="YAML recipe of options")
         t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one option, YAML value (repeatable), e.g. --set alpha=0.1")
@@ -166,14 +170,16 @@ def resolve_options(args, cls):
         if not sep:
             raise UserError(f"--set {pair!r}: expected KEY=VALUE")
         values[key] = yaml.safe_load(raw)
-    for key in ("data", "data_dir", "image_size", "model", "base", "steps", "seed", "device"):
+    for key in ("data", "data_dir", "image_size", "model", "base", "steps", "seed", "device", "precision"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return from_dict(cls, values, "options")
 
 
 def cmd_train(args) -> None:
+    """Train one run; under torchrun, one process of a data-parallel job (training/distributed.py)."""
     from .training import train_base, train_debm, train_tilt
+    from .training.distributed import launch
     from .training.run import read_run
 
     cls = {"base": BaseRunConfig, "tilt": TiltRunConfig, "debm": DebmRunConfig}[args.what]
@@ -181,9 +187,6 @@ def cmd_train(args) -> None:
         kind, cfg = read_run(args.out)
         if kind != args.what:
             raise UserError(f"--resume: {args.out} is a {kind} run, not a {args.what} run")
-        if args.steps is not None and args.steps != cfg.steps:  # extend (or shorten) a run
-            cfg.steps = args.steps
-            save_yaml(cfg, args.out / "config.yaml", kind)
     else:
         cfg = resolve_options(args, cls)
         if args.what == "base" and args.data is None and args.config is None:
@@ -191,8 +194,14 @@ def cmd_train(args) -> None:
         if args.what == "tilt" and not cfg.base:
             raise UserError("train tilt: --base DIR is required")
     train = {"base": train_base, "tilt": train_tilt, "debm": train_debm}[args.what]
-    train(cfg, args.out, resume=args.resume, quiet=args.quiet)
-    print(f"trained {args.what} run: {args.out}")
+    with launch(cfg.device) as dist:
+        if args.resume and args.steps is not None and args.steps != cfg.steps:  # extend (or shorten) a run
+            cfg.steps = args.steps
+            if dist.main:
+                save_yaml(cfg, args.out / "config.yaml", args.what)
+        train(cfg, args.out, resume=args.resume, quiet=args.quiet, dist=dist)
+        if dist.main:
+            print(f"trained {args.what} run: {args.out}")
 
 
 def cmd_sample(args) -> None:
@@ -411,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tiltkit: {exc}", file=sys.stderr)
         return 3
+    except Interrupted as exc:
+        print(f"tiltkit: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("tiltkit: interrupted; resume with --resume from the last checkpoint", file=sys.stderr)
         return 130

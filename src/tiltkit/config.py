@@ -15,11 +15,29 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
+from .precision import Precision
 from .samplers import CompileMode, SamplerConfig, SamplerKind
 
 
+class DivergenceAction(str, enum.Enum):
+    """What a run does when a step diverges (training.loop.RunState.recover)."""
+
+    STOP = "stop"  # log the event and stop with a message; the last good checkpoint stays
+    ROLLBACK = "rollback"  # reload the last good checkpoint; lr and chain step sizes × rollback_factor, new seeds
+
+
 @dataclass
-class BaseRunConfig:
+class Reliability:
+    """Options every trainer shares: precision and the divergence policy (mixed into each run config)."""
+
+    precision: Precision = Precision.FP32  # "32", "bf16" (autocast, CPU or GPU) or "fp16" (GPU, with a grad scaler)
+    on_divergence: DivergenceAction = DivergenceAction.STOP
+    max_rollbacks: int = 3  # rollbacks before the run stops anyway
+    rollback_factor: float = 0.5  # each rollback multiplies the lr and the training chains' step sizes by this
+
+
+@dataclass
+class BaseRunConfig(Reliability):
     """`tiltkit train base`: fit a generator to data."""
 
     data: str = "25gaussians"  # a toy set or point file, or an image set name, folder or array file
@@ -44,7 +62,7 @@ NO_BASE = "none"  # TiltRunConfig.base for a pixel EBM: no base run, a flat prio
 
 
 @dataclass
-class TiltRunConfig:
+class TiltRunConfig(Reliability):
     """`tiltkit train tilt`: fit an energy on a frozen base by contrastive divergence."""
 
     base: str = ""  # the base run directory, or "none": a pixel EBM on the flat box of `data` (IGEBM baseline)
@@ -85,13 +103,14 @@ class TiltRunConfig:
     eval_n: int = 1000
     val_size: int = 5000
     patience: int = 0  # 0: never stop early (the best checkpoint is still kept)
+    max_energy: float | None = 1e6  # |energy| of data or chains past this counts as divergence (None: no limit)
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
 
 
 @dataclass
-class DebmRunConfig:
+class DebmRunConfig(Reliability):
     """`tiltkit train debm`: a Denoising-EBM by its Algorithm 1 (denoising.py, training/denoising.py).
 
     Langevin steps are tiltkit's ε − (η/2)∇U + √η·ω: the paper's η₁ = 0.1, η₂ = 0.01 of eqs. 15–16 are
@@ -121,6 +140,7 @@ class DebmRunConfig:
     sample_pixel_sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 100, 0.02, clamp=(-1.0, 1.0)))  # and 100 pixel steps
     sample_sigma: float | None = None  # the σ of sampling chains; None: each chain draws one from the ladder
+    max_energy: float | None = 1e6  # |loss| of the contrastive updates past this counts as divergence (None: no limit)
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -170,6 +190,8 @@ def _coerce(hint, value, where: str):
         return _coerce(hint, value, where)
     try:
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            if issubclass(hint, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)  # YAML reads `precision: 32` as a number
             return hint(value)
         if origin is tuple:
             return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
@@ -193,8 +215,9 @@ def _coerce(hint, value, where: str):
 
 
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
-            "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps", "recon_steps", "sample_sigma")
-NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps", "alpha")
+            "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps", "recon_steps", "sample_sigma",
+            "max_energy")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps", "alpha", "max_rollbacks")
 
 
 def validate(cfg, where: str) -> None:
@@ -207,6 +230,8 @@ def validate(cfg, where: str) -> None:
         value = getattr(cfg, name, 0)
         if value < 0:
             raise UserError(f"{where}.{name} must be 0 or more, got {value}")
+    if isinstance(cfg, Reliability) and not 0 < cfg.rollback_factor < 1:
+        raise UserError(f"{where}.rollback_factor must be in (0, 1), got {cfg.rollback_factor}")
     if isinstance(cfg, TiltRunConfig):
         if not 0 <= cfg.reinit_prob <= 1:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")

@@ -140,7 +140,7 @@ class DenoisingEBM(nn.Module):
             semantic = mean u_s(z_i, σ_i) − mean u_s(z_i^K, σ_i) [+ α·…],   z_i = f_α(x̃_i, σ_i) (detached)
             texture  = mean u_c(x_i, σ_i) − mean u_c(x_i^T, σ_i) [+ α·…]
 
-        Their gradients go to γ and to φ respectively (`step_split` in training/denoising.py). The metrics
+        Their gradients go to γ and to φ respectively (`MixedPrecision.step` in precision.py). The metrics
         are the energies U themselves.
         """
         with torch.no_grad():

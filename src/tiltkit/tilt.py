@@ -51,6 +51,12 @@ class TiltedModel(nn.Module):
             return self.energy(x)
         return self.energy(x, self.base.encode(x, generator) if z is None else z)
 
+    def pair_energy(self, x_pos: Tensor, x_neg: Tensor, z_pos: Tensor | None = None,
+                    z_neg: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(E(x⁺), E(x⁻)), each (B,): the forward of contrastive training, one call per update (under
+        DDP, training.distributed.wrap averages its gradients)."""
+        return self.data_energy(x_pos, z=z_pos), self.data_energy(x_neg, z=z_neg)
+
     def output(self, noise: Noise) -> Tensor:
         """The sample a chain state stands for: μ(ε_z) with use_mu, else T_θ(ε), (B, *data_shape)."""
         return self.base.decode_mean(noise) if self.use_mu else self.base.decode(noise)

@@ -1,16 +1,27 @@
 """Checkpoints: weights in safetensors, the rest (optimizer, RNG, buffer, step) in a
-`torch.load(weights_only=True)`-loadable file, each checkpoint a directory renamed into
-place whole, so a crash never leaves a half-written checkpoint that looks complete.
+`torch.load(weights_only=True)`-loadable file, and a manifest with the format version and the
+SHA-256 of both. Each checkpoint is a directory written whole under a temporary name and renamed
+into place, so a crash (SIGKILL included) at any moment never leaves a half-written checkpoint that
+looks complete, and a replaced one is moved aside before its successor takes its name.
 
     RUN/checkpoints/step_0000500/weights.safetensors
     RUN/checkpoints/step_0000500/state.pt
+    RUN/checkpoints/step_0000500/manifest.json   {"format": 2, "sha256": {file: hex digest}}
     RUN/checkpoints/best/...           the best step by validation, where a trainer keeps one
+
+Loading never unpickles an object: safetensors holds tensors only, and state.pt goes through
+`torch.load(weights_only=True)`, which refuses any global outside tensors and plain containers.
+A checkpoint whose files do not match their checksums, or of a newer format, is refused with one
+line. Format 1 (written before manifests) loads without the checksum check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +36,8 @@ from ..errors import UserError
 
 PREFIX = "step_"
 BEST = "best"
+FORMAT = 2  # 1: no manifest; 2: manifest with checksums, state with per-rank parts (training.loop)
+FILES = ("weights.safetensors", "state.pt")
 
 
 def save_checkpoint(run_dir: Path, step: int, modules: dict[str, nn.Module], state: dict, keep: int = 2,
@@ -35,24 +48,82 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict[str, nn.Module], sta
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / (name or f"{PREFIX}{step:07d}")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
-        tensors = {f"{name}.{k}": v.detach().cpu().contiguous().clone()
-                   for name, module in modules.items() for k, v in module.state_dict().items()}
+        tensors = {f"{key}.{k}": v.detach().cpu().contiguous().clone()
+                   for key, module in modules.items() for k, v in module.state_dict().items()}
         save_file(tensors, str(tmp / "weights.safetensors"))
         buf = io.BytesIO()
         torch.save({"step": step, **state}, buf)
         (tmp / "state.pt").write_bytes(buf.getvalue())
-        if final.exists():
-            shutil.rmtree(final)
+        manifest = {"format": FORMAT, "step": step, "sha256": {f: _sha256(tmp / f) for f in FILES}}
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1))
+        if final.exists():  # moved aside first: a kill between the two renames loses only this name
+            _move_aside(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _move_aside(old)
+    for stale in root.glob(".old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _move_aside(checkpoint: Path) -> None:
+    """Rename a checkpoint out of the listing (one atomic step) before its files are deleted."""
+    os.replace(checkpoint, Path(tempfile.mkdtemp(dir=checkpoint.parent, prefix=".old-")) / checkpoint.name)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, files: tuple[str, ...] = FILES) -> int:
+    """The format of checkpoint `path`, after checking `files` against its manifest's checksums."""
+    manifest_file = Path(path) / "manifest.json"
+    if not manifest_file.is_file():
+        return 1
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        fmt, sums = int(manifest["format"]), manifest["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"checkpoint {path} is corrupted: its manifest.json is unreadable") from None
+    if fmt > FORMAT:
+        raise UserError(f"checkpoint {path} has format {fmt}, written by a newer tiltkit; this one reads formats "
+                        f"1 to {FORMAT}: upgrade tiltkit")
+    for name in files:
+        if not (Path(path) / name).is_file():
+            raise UserError(f"checkpoint {path} is unreadable or incomplete: {name} is missing")
+        if _sha256(Path(path) / name) != sums.get(name):
+            raise UserError(f"checkpoint {path} is corrupted: {name} does not match its SHA-256 in manifest.json "
+                            f"(delete the folder to resume from an earlier checkpoint)")
+    return fmt
+
+
+def read_state(path: Path, map_location="cpu") -> dict:
+    """The state.pt of checkpoint `path`, checksum checked, loaded without unpickling any object."""
+    verify(path, ("state.pt",))
+    return _load_state(Path(path), map_location)
+
+
+def _load_state(path: Path, map_location) -> dict:
+    try:
+        return torch.load(path / "state.pt", map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "a forbidden object"
+        raise UserError(f"checkpoint {path}: state.pt holds objects a weights-only load refuses ({first[:200]}); "
+                        f"tiltkit never unpickles arbitrary objects") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc.__class__.__name__})") from None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -73,11 +144,12 @@ def latest_checkpoint(run_dir: Path) -> Path:
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], map_location="cpu") -> dict:
     """Load weights into `modules` (strict) and return the state dict saved beside them."""
     path = Path(path)
+    verify(path)
     try:
         tensors = load_file(str(path / "weights.safetensors"), device=str(map_location))
-        state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
     except (OSError, SafetensorError, RuntimeError, EOFError, ValueError) as exc:
         raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc.__class__.__name__})") from None
+    state = _load_state(path, map_location)
     for name, module in modules.items():
         prefix = f"{name}."
         sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

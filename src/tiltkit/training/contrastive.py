@@ -28,8 +28,10 @@ from ..outputs import LossOutput
 from ..samplers import CompileMode, ReplayBuffer
 from ..tilt import TiltedModel
 from ..metrics.image_eval import DomainFID, classifier_for
-from .checkpoint import BEST, save_checkpoint
-from .loop import EarlyStopping, check_finite, rng_state, run_steps, start_or_resume
+from ..precision import MixedPrecision
+from .checkpoint import BEST
+from .distributed import Distributed
+from .loop import EarlyStopping, RunState, run_steps
 from .run import (build_base, build_energy, load_run, pixel_box_config, prepare_run_dir, resolve_device,
                   tilted_model)
 
@@ -52,10 +54,13 @@ def use_compile(cfg: TiltRunConfig, device: torch.device) -> bool:
     return cfg.steps * cfg.train_sampler.gradient_evaluations() >= COMPILE_MIN_GRAD_EVALS
 
 
-def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> TiltedModel:
-    """Train the energy of `cfg` on the frozen base run `cfg.base` (or a PixelBox, base "none") into `out`;
-    returns the TiltedModel."""
+def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool = False,
+               dist: Distributed = Distributed()) -> TiltedModel:
+    """Train the energy of `cfg` on the frozen base run `cfg.base` (or a PixelBox, base "none") into `out`,
+    as rank `dist.rank` of a torchrun job; returns the TiltedModel."""
     device = resolve_device(cfg.device)
+    if cfg.eval_every and dist.enabled:
+        raise UserError("eval_every: validation by domain FID runs in single-process training only")
     base_cfg, base = load_base(cfg, device)
     base.requires_grad_(False)
     x_train, validator = training_data(cfg, base_cfg, base, quiet)
@@ -63,53 +68,61 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
     shape = tuple(x_train.shape[1:])
     energy = build_energy(cfg, shape).to(device)
     tilted = tilted_model(cfg, base, energy)
-    out = prepare_run_dir(out, resume)  # only once every input has been checked
+    out = prepare_run_dir(out, resume, dist)  # only once every input has been checked
     if hasattr(energy, "standardize"):
         energy.standardize.fit(x_train)
     opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    gen = torch.Generator(device).manual_seed(dist.rank_seed(cfg.seed + 1))
     if not resume and cfg.energy_kwargs.get("weight_norm"):
         init_weight_norm(tilted, x_train[:DATA_INIT_N], gen)
     buffer = ReplayBuffer(cfg.buffer_size, base.sample_noise, cfg.reinit_prob, gen) if cfg.persistent else None
     stopper = EarlyStopping(cfg.patience)
 
-    first, state, log = start_or_resume(out, resume, cfg, "tilt", {"base": base, "energy": energy}, opt,
-                                        (data_gen, gen), device)
-    if state is not None:
+    def restore(shared: dict, local: dict) -> None:
         if buffer is not None:
-            buffer.load_state_dict(state["buffer"])
-        stopper.load_state_dict(state["early_stopping"])
-    elif cfg.base == NO_BASE:
-        save_yaml(base_cfg, out / "base_config.yaml", "base")
-    else:
-        shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
+            buffer.load_state_dict(local["buffer"])
+        stopper.load_state_dict(shared["early_stopping"])
+
+    run = RunState(out, cfg, "tilt", {"base": base, "energy": energy}, opt, torch.Generator().manual_seed(cfg.seed),
+                   gen, MixedPrecision(cfg.precision, device), dist, shape,
+                   shared_extra=lambda: {"early_stopping": stopper.state_dict()},
+                   local_extra=lambda: {"buffer": buffer.state_dict()} if buffer is not None else {},
+                   restore=restore, samplers=("train_sampler",))
+    if not resume and dist.main:
+        if cfg.base == NO_BASE:
+            save_yaml(base_cfg, out / "base_config.yaml", "base")
+        else:
+            shutil.copyfile(Path(cfg.base) / "config.yaml", out / "base_config.yaml")
+    first = run.begin(resume)
     compiled = use_compile(cfg, device)
+    energies = dist.wrap(tilted, "pair_energy", device)
+    params = list(energy.parameters())
 
     def step_fn(step: int) -> dict:
-        x_pos = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)]
+        x_pos = dist.draw_batch(x_train, cfg.batch_size, run.data_gen)
         if buffer is not None and cfg.replay_max is not None:  # VAEBM: replay probability annealed up
             buffer.reinit_prob = 1 - cfg.replay_max * min(1.0, step / cfg.replay_anneal_steps)
         start, idx = buffer.sample(cfg.batch_size, gen) if buffer else (base.sample_noise(cfg.batch_size, gen), None)
-        chain = tilted.sample(cfg.train_sampler, start, gen, compiled, CompileMode(cfg.compile_mode))
+        sampler = run.chains["train_sampler"]
+        with run.amp.sampling(sampler.kind):
+            chain = tilted.sample(sampler, start, gen, compiled, CompileMode(cfg.compile_mode))
         if buffer is not None:
             buffer.update(chain.noise, idx)
         with torch.no_grad():
             x_neg = tilted.output(chain.noise)
             z_pos = base.encode(x_pos, gen) if tilted.joint else None
-        e_pos = tilted.data_energy(x_pos, z=z_pos)
-        e_neg = tilted.data_energy(x_neg, z=base.latent(chain.noise) if tilted.joint else None)
-        result = contrastive_loss(e_pos, e_neg, cfg.alpha, x_neg)
+        with run.amp.autocast():
+            e_pos, e_neg = energies(x_pos, x_neg, z_pos, base.latent(chain.noise) if tilted.joint else None)
+        result = contrastive_loss(e_pos.float(), e_neg.float(), cfg.alpha, x_neg)
         loss = result.loss
         if cfg.spectral_reg:
             penalty = spectral_penalty(energy)
             loss = loss + cfg.spectral_reg * penalty
             result.metrics["spectral"] = penalty.item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(energy.parameters(), cfg.grad_clip))
-        check_finite(step, loss=result.metrics["loss"], gradient=grad_norm, energy=float(chain.energy.mean()))
-        opt.step()
+        grad_norm = run.amp.step(opt, [(loss, params)], cfg.grad_clip)
+        m = result.metrics
+        run.check(step, cfg.max_energy, loss=m["loss"], e_pos=m["e_pos"], e_neg=m["e_neg"],
+                  chain_energy=float(chain.energy.float().mean()), gradient=grad_norm)
         metrics = {**result.metrics, "grad_norm": grad_norm}
         if chain.acceptance_rate is not None:
             metrics["accept"] = chain.acceptance_rate
@@ -120,22 +133,12 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
         if validator is not None and step % cfg.eval_every == 0:
             metrics["val_fid"] = validator(tilted, cfg.sample_sampler)  # the base stays in eval mode throughout
             if stopper.update(step, metrics["val_fid"]):
-                save_checkpoint(out, step, {"base": base, "energy": energy}, state(), name=BEST)
+                run.save(step, name=BEST)
         return metrics
-
-    def state() -> dict:
-        state = {"optimizer": opt.state_dict(), "rng": rng_state(data_gen, gen), "data_shape": list(shape),
-                 "early_stopping": stopper.state_dict()}
-        if buffer is not None:
-            state["buffer"] = buffer.state_dict()
-        return state
-
-    def save(step: int) -> None:
-        save_checkpoint(out, step, {"base": base, "energy": energy}, state())
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch.compile's recompilation chatter
-        run_steps(first, cfg.steps, step_fn, save, log, cfg.checkpoint_every, quiet, desc="tilt energy",
+        run_steps(run, first, cfg.steps, step_fn, cfg.checkpoint_every, quiet, desc="tilt energy",
                   should_stop=stopper.should_stop)
     return tilted.eval()
 

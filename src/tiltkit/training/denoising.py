@@ -10,19 +10,17 @@ denoise before the energies are contrasted; not in the paper). Each later iterat
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
 
 from ..config import DebmRunConfig
-from ..data.images import random_hflip
 from ..data.source import DataSource
 from ..denoising import DenoisingEBM
 from ..errors import UserError
-from .checkpoint import save_checkpoint
-from .loop import check_finite, rng_state, run_steps, start_or_resume
+from ..precision import MixedPrecision
+from .distributed import Distributed
+from .loop import RunState, run_steps
 from .run import build, prepare_run_dir, resolve_device
 
 
@@ -30,25 +28,10 @@ def build_debm(cfg: DebmRunConfig, data_shape: tuple[int, ...]) -> DenoisingEBM:
     return build({"debm": DenoisingEBM}, "debm", cfg.model_kwargs, data_shape, cfg.seed, "Denoising-EBM")
 
 
-def step_split(opt: torch.optim.Optimizer, parts: list[tuple[Tensor, list[nn.Parameter]]],
-               grad_clip: float | None) -> float:
-    """One optimizer step where each loss of `parts` gives gradients to its own parameters only; returns the
-    gradient norm (before clipping)."""
-    opt.zero_grad(set_to_none=True)
-    params = []
-    for loss, group in parts:
-        for p, g in zip(group, torch.autograd.grad(loss, group, allow_unused=True)):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
-        params += group
-    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf")))
-    if math.isfinite(norm):  # a non-finite gradient never reaches the weights (the caller stops the run)
-        opt.step()
-    return norm
-
-
-def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool = False) -> DenoisingEBM:
-    """Train the Denoising-EBM of `cfg` into run directory `out`; returns it in eval mode."""
+def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool = False,
+               dist: Distributed = Distributed()) -> DenoisingEBM:
+    """Train the Denoising-EBM of `cfg` into run directory `out` (as rank `dist.rank` of a torchrun job);
+    returns it in eval mode."""
     device = resolve_device(cfg.device)
     source = DataSource.of(cfg)
     if not source.is_image:
@@ -56,39 +39,37 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     shape = tuple(source.images("train").shape)
     model = build_debm(cfg, shape).to(device)
     x_train = source.tensor("train", cfg.n_train, model.pixel_range).to(device)
-    out = prepare_run_dir(out, resume)  # only once every input has been checked
+    out = prepare_run_dir(out, resume, dist)  # only once every input has been checked
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+    gen = torch.Generator(device).manual_seed(dist.rank_seed(cfg.seed + 1))
+    run = RunState(out, cfg, "debm", {"model": model}, opt, torch.Generator().manual_seed(cfg.seed), gen,
+                   MixedPrecision(cfg.precision, device), dist, shape, samplers=("latent_sampler", "pixel_sampler"))
+    first = run.begin(resume)
+    amp = run.amp
     phi, gamma = list(model.dae.parameters()), list(model.decoder.parameters())
-
-    first, _, log = start_or_resume(out, resume, cfg, "debm", {"model": model}, opt, (data_gen, gen), device)
-
-    def batch() -> Tensor:
-        idx = torch.randint(len(x_train), (cfg.batch_size,), generator=data_gen).to(device)
-        return random_hflip(x_train[idx], data_gen) if cfg.hflip else x_train[idx]
+    reconstruction, contrastive = (dist.wrap(model, m, device) for m in ("reconstruction_loss", "contrastive_losses"))
 
     def step_fn(step: int) -> dict:
         for _ in range(1 if step <= cfg.pretrain_steps else cfg.recon_steps):  # 1. lines 2–6
-            x = batch()
-            recon = model.reconstruction_loss(x, gen)
-            recon_norm = step_split(opt, [(recon.loss, phi + gamma)], cfg.grad_clip)
-            check_finite(step, reconstruction_loss=recon.loss.item(), reconstruction_gradient=recon_norm)
+            x = dist.draw_batch(x_train, cfg.batch_size, run.data_gen, cfg.hflip)
+            with amp.autocast():
+                recon = reconstruction(x, gen)
+            recon_norm = amp.step(opt, [(recon.loss.float(), phi + gamma)], cfg.grad_clip)
+            run.check(step, reconstruction_loss=recon.loss.item(), reconstruction_gradient=recon_norm)
         if step <= cfg.pretrain_steps:
             return {**recon.metrics, "loss": recon.loss.item(), "grad_norm": recon_norm}
         sigma = model.draw_sigmas(cfg.batch_size, gen)  # 2. lines 7–13
-        chains = model.sample(cfg.batch_size, cfg.latent_sampler, cfg.pixel_sampler, gen, sigma)
-        semantic, texture, metrics = model.contrastive_losses(x, sigma, chains.z, chains.x, gen, cfg.alpha)  # 3.
-        norm = step_split(opt, [(semantic, gamma), (texture, phi)], cfg.grad_clip)
-        check_finite(step, semantic_loss=semantic.item(), texture_loss=texture.item(), gradient=norm)
+        latent, pixel = run.chains["latent_sampler"], run.chains["pixel_sampler"]
+        with amp.sampling(latent.kind, pixel.kind):
+            chains = model.sample(cfg.batch_size, latent, pixel, gen, sigma)
+        with amp.autocast():  # 3. lines 14–18: the semantic loss moves γ only, the texture loss φ only
+            semantic, texture, metrics = contrastive(x, sigma, chains.z, chains.x, gen, cfg.alpha)
+        norm = amp.step(opt, [(semantic.float(), gamma), (texture.float(), phi)], cfg.grad_clip)
+        run.check(step, cfg.max_energy, semantic_loss=semantic.item(), texture_loss=texture.item(), gradient=norm)
         metrics = {**recon.metrics, **metrics, "loss": recon.loss.item(), "grad_norm": norm}
         if chains.nonfinite_rejections:
             metrics["nonfinite_rejections"] = chains.nonfinite_rejections
         return metrics
 
-    def save(step: int) -> None:
-        save_checkpoint(out, step, {"model": model}, {
-            "optimizer": opt.state_dict(), "rng": rng_state(data_gen, gen), "data_shape": list(shape)})
-
-    run_steps(first, cfg.steps, step_fn, save, log, cfg.checkpoint_every, quiet, desc="denoising-ebm")
+    run_steps(run, first, cfg.steps, step_fn, cfg.checkpoint_every, quiet, desc="denoising-ebm")
     return model.eval()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -21,14 +22,16 @@ from ..errors import UserError
 from ..generators import GENERATORS, Likelihood
 from ..tilt import TiltedModel
 from ..samplers import noise as nz
-from .checkpoint import BEST, atomic_write_text, latest_checkpoint, load_checkpoint
+from .distributed import Distributed
+from .checkpoint import BEST, atomic_write_text, latest_checkpoint, load_checkpoint, read_state
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu."""
+    """'auto' picks cuda, then mps, then cpu. Under torchrun (LOCAL_RANK set), 'auto' and 'cuda' are the
+    process's own GPU, cuda:LOCAL_RANK."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -41,30 +44,46 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_run_dir(out: Path, resume: bool) -> Path:
-    """A new empty run directory, or (resume) an existing one that holds a config."""
+def prepare_run_dir(out: Path, resume: bool, dist: Distributed = Distributed()) -> Path:
+    """A new empty run directory, or (resume) an existing one that holds a config; rank 0 checks and
+    creates it while the other ranks wait."""
     out = Path(out)
-    if resume:
-        if not (out / "config.yaml").is_file():
+    if dist.main:
+        if resume and not (out / "config.yaml").is_file():
             raise UserError(f"--resume: {out} is not a tiltkit run directory (no config.yaml)")
-        return out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists and is not empty: choose a new --out, or pass --resume")
-    out.mkdir(parents=True, exist_ok=True)
+        if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"{out} already exists and is not empty: choose a new --out, or pass --resume")
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     return out
 
 
 class MetricsLog:
-    """Appends one JSON line per call to RUN/metrics.jsonl; on resume, drops lines past the checkpoint."""
+    """Appends one JSON line per call to RUN/metrics.jsonl (rank 0 only: `enabled`).
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
-        self.path = Path(run_dir) / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+    `trim(step)` drops the step lines past `step` (they will be run again: resume, rollback), and a line
+    cut short by a kill; event lines ("event" key) are history and stay.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path, self.enabled = Path(run_dir) / "metrics.jsonl", enabled
+
+    def trim(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and ("event" in record or record.get("step", 0) <= step):
+                kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
@@ -136,8 +155,7 @@ def read_run(run_dir: Path):
 
 def data_shape_of(checkpoint: Path) -> tuple[int, ...]:
     """The shape of one example, recorded in a checkpoint's state."""
-    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
-    return tuple(int(d) for d in state["data_shape"])
+    return tuple(int(d) for d in read_state(checkpoint)["data_shape"])
 
 
 def run_checkpoint(run_dir: Path) -> Path:
