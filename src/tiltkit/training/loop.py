@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..config import DivergenceAction, save_yaml
 from ..errors import DivergenceError, Interrupted, UserError
 from ..precision import MixedPrecision
-from .checkpoint import FORMAT, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import Distributed
 from .run import MetricsLog
 
@@ -94,21 +94,20 @@ class RunState:
     def begin(self, resume: bool) -> int:
         """The first step to run: after the latest checkpoint (resume), or 1 for a new run, which saves its
         config and a step-0 checkpoint (a run killed before its first checkpoint resumes from there)."""
+        self.log = MetricsLog(self.out, enabled=self.dist.main)
         if resume and list_checkpoints(self.out):
             step = self.load(latest_checkpoint(self.out))["step"]
-            self.log = MetricsLog(self.out, enabled=self.dist.main)
             self.log.trim(step)
             return step + 1
         if self.dist.main:
             save_yaml(self.cfg, self.out / "config.yaml", self.kind)
-        self.log = MetricsLog(self.out, enabled=self.dist.main)
         self.log.trim(0)
         self.save(0)
         return 1
 
     def state(self) -> dict:
         local = {"rng": self.gen.get_state(), **self.local_extra()}
-        return {"format": FORMAT, "data_shape": list(self.data_shape), "optimizer": self.opt.state_dict(),
+        return {"data_shape": list(self.data_shape), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict() if self.sched else {}, "scaler": self.amp.state_dict(),
                 "rng": self.data_gen.get_state(), "ranks": self.dist.gather(local),
                 "divergence": {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale,
