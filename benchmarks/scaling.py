@@ -17,6 +17,7 @@ Configurations on the CPU: 1 process × 1 thread, 2 processes × 1 thread (gloo)
 
     .venv/bin/python benchmarks/scaling.py                  # here: the CPU rows, results JSON + BENCHMARKS.md
     python3 benchmarks/scaling.py --gpu --out $OUT/scaling_gpu.json     # on a GPU machine (PYTHONPATH=src)
+    .venv/bin/python benchmarks/scaling.py --table          # the table again, with results/scaling_gpu.json if there
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--gpu", action="store_true", help="the GPU rows instead of the CPU ones")
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/scaling[_gpu].json)")
+    p.add_argument("--table", action="store_true", help="measure nothing: rewrite the BENCHMARKS.md table from "
+                   "the results files present (e.g. after copying a GPU machine's scaling_gpu.json there)")
     args = p.parse_args()
+    if args.table:
+        write_block("scaling", section(), HEADING)
+        return
     results = {"date": datetime.date.today().isoformat(), "commit": git_commit(), "torch": torch.__version__,
                "hardware": torch.cuda.get_device_name() if args.gpu else f"{cpu_model()}, {os.cpu_count()} cores",
                "workload": {"recipe": "configs/fashion_pixel_ebm.yaml", "batch_per_process": BATCH,
