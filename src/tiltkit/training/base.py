@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -53,7 +54,9 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
             result = objective(x, run.gen)
         grad_norm = run.amp.step(opt, [(result.loss.float(), params)], cfg.grad_clip)
         run.check(step, loss=result.metrics["loss"], gradient=grad_norm)
-        run.sched.step()
+        with warnings.catch_warnings():  # fp16: a step the scaler skipped makes torch warn of the order here
+            warnings.simplefilter("ignore", UserWarning)
+            run.sched.step()
         return {**result.metrics, "grad_norm": grad_norm, "lr": run.sched.get_last_lr()[0]}
 
     run_steps(run, first, cfg.steps, step_fn, cfg.checkpoint_every, quiet, desc=f"base {cfg.model}")
