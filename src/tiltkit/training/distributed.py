@@ -23,6 +23,7 @@ The conventions every trainer follows:
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -143,5 +144,7 @@ def launch(device_name: str):
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield Distributed(dist.get_rank(), dist.get_world_size())
+        dist.barrier()  # no rank tears its connections down while another still talks
     finally:
+        gc.collect()  # DDP wrappers sit in reference cycles: freed now, not by a dying interpreter (SIGABRT)
         dist.destroy_process_group()
