@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -24,6 +28,40 @@ def sets(options: dict) -> list[str]:
     for key, value in options.items():
         out += ["--set", f"{key}={json.dumps(value)}"]
     return out
+
+
+def tiltkit_process(*args: str, nproc: int = 1) -> subprocess.Popen:
+    """`tiltkit ARGS --quiet` started in a fresh process (one thread), or under `torchrun --nproc-per-node nproc`."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, *launcher, "-m", "tiltkit", *args, "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def tiltkit(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    """`tiltkit ARGS --quiet` run to its end, as tiltkit_process starts it."""
+    proc = tiltkit_process(*args, nproc=nproc)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def logged_step(run) -> int:
+    """The last step in a run's metrics log (0 before the first)."""
+    try:
+        text = (run / "metrics.jsonl").read_text()
+    except FileNotFoundError:
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in text.splitlines()[:-1]]  # the last may be half-written
+    return max(steps, default=0)
+
+
+def wait_for_step(proc: subprocess.Popen, run, step: int) -> None:
+    """Wait until the run `proc` trains into `run` has logged `step`."""
+    deadline = time.monotonic() + 120
+    while logged_step(run) < step:
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.005)
 
 
 @pytest.fixture(autouse=True)

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import TINY_TILT, sets
-from test_distributed import lines, tiltkit
+from conftest import TINY_TILT, sets, tiltkit, tiltkit_process, wait_for_step
+from test_distributed import lines
 from test_training import weights
 from tiltkit.errors import UserError
 from tiltkit.training.checkpoint import _sha256, latest_checkpoint, list_checkpoints, load_checkpoint
@@ -32,27 +30,7 @@ OPTS = {**TINY_TILT, "persistent": True, "checkpoint_every": 4,  # a replay buff
 def start(run, base, resume: bool = False) -> subprocess.Popen:
     args = ["--out", str(run), "--resume"] if resume else \
         ["--base", str(base), "--out", str(run), "--steps", str(STEPS), "--device", "cpu", *sets(OPTS)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([sys.executable, "-m", "tiltkit", "train", "tilt", *args, "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def logged_step(run) -> int:
-    """The last step in the metrics log (0 before the first)."""
-    try:
-        text = (run / "metrics.jsonl").read_text()
-    except FileNotFoundError:
-        return 0
-    steps = [json.loads(line).get("step", 0) for line in text.splitlines()[:-1]]  # the last may be half-written
-    return max(steps, default=0)
-
-
-def wait_for_step(proc: subprocess.Popen, run, step: int) -> None:
-    deadline = time.monotonic() + 120
-    while logged_step(run) < step:
-        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()[1]}"
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.005)
+    return tiltkit_process("train", "tilt", *args)
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,16 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): same weights as one process on the doubled
-batch, a replay buffer per rank, rank 0 alone writing, resume with the same number of processes."""
+batch, a replay buffer per rank, rank 0 alone writing, SIGTERM through torchrun, resume with as many processes."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import signal
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_TILT, sets
+from conftest import TINY_TILT, sets, tiltkit, tiltkit_process, wait_for_step
 from test_debm import DEBM
 from test_image_pipeline import squares
 from tiltkit.training.checkpoint import latest_checkpoint
@@ -20,14 +18,6 @@ from tiltkit.training.distributed import Distributed
 from tiltkit.training.run import load_run
 
 FLOW = {"model": "realnvp", "model_kwargs": {}, "n_train": 2000, "checkpoint_every": 10}  # exact NLL: no noise
-
-
-def tiltkit(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
-    """`tiltkit ARGS` in a fresh process, or under `torchrun --nproc-per-node nproc`."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *launcher, "-m", "tiltkit", *args, "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def lines(run) -> list[dict]:
@@ -68,21 +58,27 @@ def test_two_processes_give_the_weights_of_one_on_the_doubled_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_tilt_under_torchrun_keeps_a_buffer_per_rank_and_resumes_with_as_many(tmp_path, base_run):
+def test_tilt_under_torchrun_keeps_a_buffer_per_rank_stops_on_sigterm_and_resumes(tmp_path, base_run):
     opts = {**TINY_TILT, "persistent": True, "checkpoint_every": 4,
             "train_sampler": {"kind": "langevin", "steps": 3, "step_size": 0.01}}
     run = tmp_path / "tilt"
-    first = tiltkit("train", "tilt", "--base", str(base_run), "--out", str(run), "--steps", "8", "--device", "cpu",
-                    *sets(opts), nproc=2)
-    assert first.returncode == 0, first.stderr
+    proc = tiltkit_process("train", "tilt", "--base", str(base_run), "--out", str(run), "--steps", "10000",
+                           "--device", "cpu", *sets(opts), nproc=2)
+    wait_for_step(proc, run, 6)
+    proc.send_signal(signal.SIGTERM)  # to torchrun, which passes it on to both processes
+    proc.communicate(timeout=60)
+    last = lines(run)[-1]
+    assert last["event"] == "interrupted" and last["signal"] == "SIGTERM"
+    assert latest_checkpoint(run).name == f"step_{last['step']:07d}"  # every rank stopped after that step
     state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
     b0, b1 = (r["buffer"]["store_0"] for r in state["ranks"])
     assert b0.shape == b1.shape == (opts["buffer_size"], 2) and not torch.equal(b0, b1)  # own chains per rank
-    refused = tiltkit("train", "tilt", "--out", str(run), "--resume", "--steps", "12")
+    end = str(last["step"] + 4)
+    refused = tiltkit("train", "tilt", "--out", str(run), "--resume", "--steps", end)
     assert refused.returncode == 2 and "written by 2 processes" in refused.stderr
-    resumed = tiltkit("train", "tilt", "--out", str(run), "--resume", "--steps", "12", nproc=2)
+    resumed = tiltkit("train", "tilt", "--out", str(run), "--resume", "--steps", end, nproc=2)
     assert resumed.returncode == 0, resumed.stderr
-    assert [r["step"] for r in lines(run)] == list(range(1, 13))
+    assert [r["step"] for r in lines(run) if "event" not in r] == list(range(1, int(end) + 1))
 
 
 @pytest.mark.slow
