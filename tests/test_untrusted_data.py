@@ -25,6 +25,7 @@ from PIL import Image
 
 from tiltkit.data import formats
 from tiltkit.data.images import is_image_set, load_images
+from tiltkit.data.matfile import STORAGE, read_mat5
 from tiltkit.errors import UserError
 
 # conftest's autouse fixture only pins torch to one thread: harmless to share between examples
@@ -463,3 +464,100 @@ def test_format_readers_refuse_with_one_line(name):
 def test_array_unpickler_refuses_code():
     with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle"):
         formats.ArrayUnpickler(io.BytesIO(pickle.dumps(_Evil(os.system, "true"))), encoding="bytes").load()
+
+
+# ------------------------------------------------------------------ SVHN MAT-files (data/matfile.py)
+# scipy.io.loadmat crashed the interpreter (SIGSEGV in its C reader) on a few bit-flipped copies of such a
+# file, which no test can catch; read_mat5 is pure Python, so these properties can hold.
+
+
+def _savemat(compress: bool, **arrays) -> bytes:
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays, do_compression=compress)
+    return buf.getvalue()
+
+
+SVHN_X = RNG.integers(0, 256, (32, 32, 3, 2), dtype=np.uint8)
+SVHN_Y = np.array([[10.0], [3.0]])  # doubles, as in the real files
+SVHN = {c: _savemat(c, X=SVHN_X, y=SVHN_Y) for c in (False, True)}
+
+
+def _mat5(order: str, variables: list[tuple[str, int, int, np.ndarray]]) -> bytes:
+    """A level-5 MAT-file written by hand: (name, class, storage type, values) per variable, in byte order
+    `order`, each value stored in the given miTYPE (MATLAB stores doubles compactly, e.g. as uint8)."""
+    def element(kind: int, data: bytes) -> bytes:
+        return struct.pack(order + "II", kind, len(data)) + data + bytes(-len(data) % 8)
+
+    body = b""
+    for name, cls, storage, values in variables:
+        dims = np.array(values.shape, dtype=order + "i4").tobytes()
+        stored = values.astype(np.dtype(STORAGE[storage]).newbyteorder(order)).tobytes(order="F")
+        matrix = (element(6, struct.pack(order + "II", cls, 0)) + element(5, dims) + element(1, name.encode())
+                  + element(storage, stored))
+        body += element(14, matrix)
+    header = b"MATLAB 5.0 MAT-file, written by hand".ljust(116) + bytes(8) + struct.pack(order + "H", 0x0100)
+    return header + (b"IM" if order == "<" else b"MI") + body
+
+
+def _svhn_dir(root: Path, stored: bytes) -> Path:
+    path = root / "train_32x32.mat"
+    path.write_bytes(stored)
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mat5_reads_what_scipy_reads(tmp_path, compress):
+    import scipy.io
+
+    arrays = {"X": SVHN_X, "y": SVHN_Y, "f": RNG.standard_normal((3, 5)).astype(np.float32),
+              "i": np.arange(-4, 4, dtype=np.int16).reshape(2, 4), "text": "skipped", "cell": [[1, 2], "a"]}
+    (tmp_path / "a.mat").write_bytes(_savemat(compress, **arrays))
+    ours, theirs = read_mat5(tmp_path / "a.mat"), scipy.io.loadmat(tmp_path / "a.mat")
+    assert set(ours) == {"X", "y", "f", "i"}  # char and cell variables are skipped
+    for k in ours:
+        assert ours[k].dtype == theirs[k].dtype and np.array_equal(ours[k], theirs[k]), k
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_mat5_casts_compact_storage_to_the_class_in_either_byte_order(tmp_path, order):
+    y = np.array([[10.0], [3.0], [255.0]])
+    (tmp_path / "a.mat").write_bytes(_mat5(order, [("y", 6, 2, y), ("w", 12, 3, np.array([[-7, 300]]))]))
+    got = read_mat5(tmp_path / "a.mat")  # class double stored as miUINT8; class int32 stored as miINT16
+    assert got["y"].dtype == np.float64 and np.array_equal(got["y"], y)
+    assert got["w"].dtype == np.int32 and got["w"].tolist() == [[-7, 300]]
+
+
+def test_svhn_loads_through_mat5(tmp_path):
+    _svhn_dir(tmp_path, SVHN[True])
+    d = load_images("svhn", "train", data_dir=tmp_path)
+    assert d.y.tolist() == [0, 3] and np.array_equal(d.x[1].numpy(), SVHN_X[..., 1].transpose(2, 0, 1))
+
+
+def test_mat5_v73_and_non_mat_files_are_refused(tmp_path):
+    path = _svhn_dir(tmp_path, b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00".ljust(512, b"\0"))
+    assert "v7.3 (HDF5)" in _refused(path, "svhn", "train", data_dir=tmp_path)
+    path.write_bytes(b"\x89HDF\r\n" + bytes(300))
+    assert "not a level-5 MAT-file" in _refused(path, "svhn", "train", data_dir=tmp_path)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=400), header=st.booleans())
+def test_svhn_random_bytes(raw, header):
+    stored = SVHN[False][:128] + raw if header else raw  # past a valid header too
+    with tempfile.TemporaryDirectory() as d:
+        path = _svhn_dir(Path(d), stored)
+        assert _load_or_refuse(path, "svhn", "train", data_dir=d) is None
+
+
+@FUZZ
+@given(compress=st.booleans(), data=st.data())
+def test_svhn_truncated_or_flipped(compress, data):
+    raw, n_flips = data.draw(mutated(SVHN[compress]))
+    with tempfile.TemporaryDirectory() as d:
+        path = _svhn_dir(Path(d), raw)
+        got = _load_or_refuse(path, "svhn", "train", data_dir=d)
+    if got is not None:  # a flip in the header text, the pixels, or (compressed) nowhere it matters
+        assert n_flips > 0 and got.x.shape == (2, 3, 32, 32) and got.y.shape == (2,)
+        assert int((got.x.numpy() != SVHN_X.transpose(3, 2, 0, 1)).sum()) <= n_flips

@@ -7,7 +7,7 @@ Named sets (searched in --data-dir, then $TILTKIT_DATA_DIR[/<name>], then /usr/s
   svhn                  train_32x32.mat / test_32x32.mat
 Any other path: a directory in one of those formats, a folder of images, or a .npy/.npz array.
 Every loader validates what it reads and raises UserError with one line on bad input; the bytes of each
-file format are parsed by `formats`.
+file format are parsed by `formats` (and `matfile` for SVHN's MAT-files).
 Images are kept as uint8 (N, C, H, W); `to_model_range` maps them to the model's float range.
 """
 
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from .formats import (ARRAY_FILE_ERRORS, check_npy_size, decode_image, image_header, npy_header, npz_member,
                       read_cifar_batch, read_idx, why)
+from .matfile import read_mat5
 
 DATA_DIR_ENV = "TILTKIT_DATA_DIR"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -210,22 +211,17 @@ def _has_svhn(directory: Path, split: str) -> bool:
 
 
 def _load_svhn_dir(directory: Path, split: str) -> ImageData:
-    import scipy.io
-
     path = directory / f"{split}_32x32.mat"
     if not path.is_file():
         raise UserError(f"SVHN file {path} is missing: expected train_32x32.mat / test_32x32.mat")
-    try:
-        mat = scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError, NotImplementedError) as exc:
-        raise UserError(f"{path} is not a readable .mat file: {exc}") from None
+    mat = read_mat5(path)
     if "X" not in mat or "y" not in mat:
         raise UserError(f"{path}: expected variables X (32, 32, 3, N) and y (N, 1)")
-    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+    x, y = mat["X"], mat["y"].reshape(-1)
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise UserError(f"{path}: X has shape {x.shape} and dtype {x.dtype}, expected uint8 (32, 32, 3, N)")
-    if len(y) != x.shape[3] or (len(y) and (y.min() < 0 or y.max() > 10)):
-        raise UserError(f"{path}: y has {len(y)} labels for {x.shape[3]} images, expected N labels in 0..10")
+    if len(y) != x.shape[3] or not np.all(np.isin(y, np.arange(11))):
+        raise UserError(f"{path}: y has {len(y)} labels for {x.shape[3]} images, expected N integer labels in 0..10")
     y = np.where(y == 10, 0, y).astype(np.int64)  # SVHN stores the digit 0 as label 10
     return ImageData(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y),
                      f"SVHN .mat files in {directory}")
