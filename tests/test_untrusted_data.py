@@ -26,6 +26,7 @@ from PIL import Image
 from tiltkit.data import formats
 from tiltkit.data.images import is_image_set, load_images
 from tiltkit.data.matfile import STORAGE, read_mat5
+from tiltkit.data.toy import load_points
 from tiltkit.errors import UserError
 
 # conftest's autouse fixture only pins torch to one thread: harmless to share between examples
@@ -561,3 +562,30 @@ def test_svhn_truncated_or_flipped(compress, data):
     if got is not None:  # a flip in the header text, the pixels, or (compressed) nowhere it matters
         assert n_flips > 0 and got.x.shape == (2, 3, 32, 32) and got.y.shape == (2,)
         assert int((got.x.numpy() != SVHN_X.transpose(3, 2, 0, 1)).sum()) <= n_flips
+
+
+# ------------------------------------------------------------------ point files (toy-style data: .npy, .csv)
+
+POINTS = RNG.standard_normal((20, 2))
+POINT_FILES = {".npy": _npy(POINTS), ".csv": ("x,y\n" + "\n".join(f"{a:.4f},{b:.4f}" for a, b in POINTS)).encode()}
+
+
+@FUZZ
+@given(suffix=st.sampled_from(sorted(POINT_FILES)), data=st.data())
+def test_point_files_truncated_flipped_or_random(suffix, data):
+    raw = data.draw(st.one_of(mutated(POINT_FILES[suffix]).map(lambda m: m[0]), st.binary(max_size=200)))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"points{suffix}"
+        path.write_bytes(raw)
+        try:
+            points = load_points(path)
+        except UserError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+            return
+    assert points.dtype == np.float32 and points.ndim == 2 and np.isfinite(points).all()
+
+
+def test_point_values_past_float32_are_refused(tmp_path):
+    np.save(tmp_path / "big.npy", np.array([[1.0, 2.0], [3.0, 1e300]]))  # finite in float64, inf in float32
+    with pytest.raises(UserError, match="infinite"):
+        load_points(tmp_path / "big.npy")

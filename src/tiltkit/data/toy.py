@@ -8,12 +8,14 @@ the tilting paper follows:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_moons, make_swiss_roll
 
 from ..errors import UserError
+from .formats import ARRAY_FILE_ERRORS, check_npy_size, why
 
 GAUSS25_SCALE = 2.828
 GAUSS25_SIGMA = 0.05 / GAUSS25_SCALE  # per-coordinate σ after scaling
@@ -73,22 +75,28 @@ def load_points(path: str | Path) -> np.ndarray:
         raise UserError(f"data file {path} does not exist")
     try:
         if path.suffix == ".npy":
+            check_npy_size(path)
             data = np.load(path, allow_pickle=False)
         elif path.suffix == ".csv":
-            data = np.genfromtxt(path, delimiter=",", dtype=np.float64, skip_header=_csv_header_lines(path))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # an empty file: the shape check below refuses it
+                data = np.genfromtxt(path, delimiter=",", dtype=np.float64, skip_header=_csv_header_lines(path))
         else:
             raise UserError(f"data file {path}: expected a .npy or .csv file of shape (N, D)")
-    except (ValueError, OSError) as exc:
-        raise UserError(f"data file {path} could not be read: {exc}") from None
+    except ARRAY_FILE_ERRORS as exc:
+        raise UserError(f"data file {path} could not be read: {why(exc)}") from None
     if data.ndim == 1 and path.suffix == ".csv":
         data = data[:, None]
     if data.ndim != 2:
         raise UserError(f"data file {path} has shape {data.shape}: expected rank 2, (N, D)")
     if data.shape[0] < 2 or data.shape[1] < 1:
         raise UserError(f"data file {path} has shape {data.shape}: expected at least 2 rows and 1 column")
-    if not np.issubdtype(data.dtype, np.number) or not np.isfinite(data).all():
-        raise UserError(f"data file {path} contains NaN, infinite or non-numeric values")
-    return data.astype(np.float32)
+    if np.issubdtype(data.dtype, np.number):
+        with np.errstate(over="ignore", invalid="ignore"):
+            points = data.astype(np.float32)
+        if np.isfinite(points).all():
+            return points
+    raise UserError(f"data file {path} contains NaN, infinite (in float32) or non-numeric values")
 
 
 def _csv_header_lines(path: Path) -> int:
