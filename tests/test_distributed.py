@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_TILT, sets, tiltkit, tiltkit_process, wait_for_step
+from conftest import TINY_TILT, sets, tiltkit, tiltkit_process, tiny_base_cfg, wait_for_step
 from test_debm import DEBM
 from test_image_pipeline import squares
+from tiltkit.training import train_base
 from tiltkit.training.checkpoint import latest_checkpoint
 from tiltkit.training.distributed import Distributed
 from tiltkit.training.run import load_run
@@ -73,6 +74,7 @@ def test_tilt_under_torchrun_keeps_a_buffer_per_rank_stops_on_sigterm_and_resume
     state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
     b0, b1 = (r["buffer"]["store_0"] for r in state["ranks"])
     assert b0.shape == b1.shape == (opts["buffer_size"], 2) and not torch.equal(b0, b1)  # own chains per rank
+    assert state["ranks"][0]["weights_sum"] == state["ranks"][1]["weights_sum"]  # one energy on both ranks
     end = str(last["step"] + 4)
     refused = tiltkit("train", "tilt", "--out", str(run), "--resume", "--steps", end)
     assert refused.returncode == 2 and "written by 2 processes" in refused.stderr
@@ -90,4 +92,16 @@ def test_denoising_ebm_trains_under_torchrun(tmp_path):
     assert done.returncode == 0, done.stderr
     logged = lines(tmp_path / "debm")
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    ranks = torch.load(latest_checkpoint(tmp_path / "debm") / "state.pt", weights_only=True)["ranks"]
+    assert ranks[0]["weights_sum"] == ranks[1]["weights_sum"]  # both updates (γ, φ split) averaged over ranks
+    assert not torch.equal(ranks[0]["rng"], ranks[1]["rng"])  # while each rank drew its own chains
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in logged)
+
+
+def test_ranks_whose_weights_differ_are_caught_at_the_checkpoint(tmp_path):
+    class Diverged(Distributed):  # one process, but its "other rank" reports other weights
+        def gather(self, obj):
+            return [obj, {**obj, "weights_sum": obj["weights_sum"] + 1e-3}]
+
+    with pytest.raises(RuntimeError, match="ranks' weights differ"):
+        train_base(tiny_base_cfg(steps=2), tmp_path / "run", quiet=True, dist=Diverged())

@@ -106,7 +106,10 @@ class RunState:
         return 1
 
     def state(self) -> dict:
-        local = {"rng": self.gen.get_state(), **self.local_extra()}
+        """The checkpoint state; "ranks" holds each rank's generator, extra state and a sum of its weights
+        (DDP keeps the weights identical on every rank: `save` checks it)."""
+        weights = sum(float(p.detach().double().sum()) for m in self.modules.values() for p in m.parameters())
+        local = {"rng": self.gen.get_state(), "weights_sum": weights, **self.local_extra()}
         return {"data_shape": list(self.data_shape), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict() if self.sched else {}, "scaler": self.amp.state_dict(),
                 "rng": self.data_gen.get_state(), "ranks": self.dist.gather(local),
@@ -117,6 +120,10 @@ class RunState:
         """Checkpoint `step` (every rank calls it: each sends its own part to rank 0, which writes)."""
         state = self.state()
         if self.dist.main:
+            sums = [r["weights_sum"] for r in state["ranks"]]
+            if len(set(sums)) > 1:
+                raise RuntimeError(f"step {step}: the ranks' weights differ (sums {sums}); they should be identical "
+                                   f"under DDP: a bug, please report it")
             save_checkpoint(self.out, step, self.modules, state, name=name)
         self.dist.barrier()
 
