@@ -22,8 +22,8 @@ from ..errors import UserError
 from ..generators import GENERATORS, Likelihood
 from ..tilt import TiltedModel
 from ..samplers import noise as nz
-from .distributed import Distributed
 from .checkpoint import BEST, atomic_write_text, latest_checkpoint, load_checkpoint, read_state
+from .distributed import Distributed
 
 
 def resolve_device(name: str) -> torch.device:
