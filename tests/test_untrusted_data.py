@@ -142,6 +142,16 @@ def _refused(path: Path, *args, **kwargs) -> str:
     return msg
 
 
+def _refused_with_peak(path: Path, *args, **kwargs) -> tuple[str, int]:
+    """(_refused's message, the peak bytes Python allocated while refusing)."""
+    tracemalloc.start()
+    try:
+        msg = _refused(path, *args, **kwargs)
+        return msg, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 # ------------------------------------------------------------------ IDX
 
 
@@ -198,12 +208,7 @@ def test_idx_gzip_bomb_is_not_decompressed():
     bomb = gzip.compress(IDX["images"] + bytes(64 << 20), compresslevel=9, mtime=0)
     with tempfile.TemporaryDirectory() as d:
         path = _idx_dir(Path(d), "images", bomb, ".gz")
-        tracemalloc.start()
-        try:
-            msg = _refused(path, d)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        msg, peak = _refused_with_peak(path, d)
     assert "too long" in msg and peak < 16 << 20, (msg, peak)
 
 
@@ -347,12 +352,7 @@ def test_image_decompression_bomb_is_refused(side):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "bomb.png"
         path.write_bytes(_png_header_only(side, side))
-        tracemalloc.start()
-        try:
-            msg = _refused(path, d)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        msg, peak = _refused_with_peak(path, d)
     assert "exceeds limit" in msg and peak < 16 << 20, (msg, peak)
 
 
@@ -404,12 +404,7 @@ def test_npy_huge_declared_shape_is_not_allocated(shape):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "huge.npy"
         path.write_bytes(raw[:10] + header.encode() + raw[end:])
-        tracemalloc.start()
-        try:
-            msg = _refused(path, str(path))
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        msg, peak = _refused_with_peak(path, str(path))
     assert "truncated" in msg and peak < 16 << 20, (msg, peak)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 from typing import Iterable
 
 import torch
@@ -73,7 +74,7 @@ class MixedPrecision:
         if self.scaled:
             self.scaler.step(opt)  # skips the step itself when the unscaled gradients are not finite
             self.scaler.update()
-        elif torch.isfinite(torch.tensor(norm)):
+        elif math.isfinite(norm):
             opt.step()
         return norm
 

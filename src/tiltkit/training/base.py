@@ -40,8 +40,8 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
     if hasattr(model, "standardize"):
         model.standardize.fit(x_train)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator(device).manual_seed(dist.rank_seed(cfg.seed + 1))
-    run = RunState(out, cfg, "base", {"base": model}, opt, torch.Generator().manual_seed(cfg.seed), gen,
+    data_gen, gen = dist.generators(cfg.seed, device)
+    run = RunState(out, cfg, "base", {"base": model}, opt, data_gen, gen,
                    MixedPrecision(cfg.precision, device), dist, shape,
                    sched=torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg)))
     first = run.begin(resume)

@@ -72,7 +72,7 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
     if hasattr(energy, "standardize"):
         energy.standardize.fit(x_train)
     opt = torch.optim.Adam(energy.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    gen = torch.Generator(device).manual_seed(dist.rank_seed(cfg.seed + 1))
+    data_gen, gen = dist.generators(cfg.seed, device)
     if not resume and cfg.energy_kwargs.get("weight_norm"):
         init_weight_norm(tilted, x_train[:DATA_INIT_N], gen)
     buffer = ReplayBuffer(cfg.buffer_size, base.sample_noise, cfg.reinit_prob, gen) if cfg.persistent else None
@@ -83,8 +83,7 @@ def train_tilt(cfg: TiltRunConfig, out: Path, resume: bool = False, quiet: bool 
             buffer.load_state_dict(local["buffer"])
         stopper.load_state_dict(shared["early_stopping"])
 
-    run = RunState(out, cfg, "tilt", {"base": base, "energy": energy}, opt, torch.Generator().manual_seed(cfg.seed),
-                   gen, MixedPrecision(cfg.precision, device), dist, shape,
+    run = RunState(out, cfg, "tilt", {"base": base, "energy": energy}, opt, data_gen, gen, MixedPrecision(cfg.precision, device), dist, shape,
                    shared_extra=lambda: {"early_stopping": stopper.state_dict()},
                    local_extra=lambda: {"buffer": buffer.state_dict()} if buffer is not None else {},
                    restore=restore, samplers=("train_sampler",))

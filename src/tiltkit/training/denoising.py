@@ -41,8 +41,8 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     x_train = source.tensor("train", cfg.n_train, model.pixel_range).to(device)
     out = prepare_run_dir(out, resume, dist)  # only once every input has been checked
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    gen = torch.Generator(device).manual_seed(dist.rank_seed(cfg.seed + 1))
-    run = RunState(out, cfg, "debm", {"model": model}, opt, torch.Generator().manual_seed(cfg.seed), gen,
+    data_gen, gen = dist.generators(cfg.seed, device)
+    run = RunState(out, cfg, "debm", {"model": model}, opt, data_gen, gen,
                    MixedPrecision(cfg.precision, device), dist, shape, samplers=("latent_sampler", "pixel_sampler"))
     first = run.begin(resume)
     amp = run.amp

@@ -54,6 +54,12 @@ class Distributed:
     def rank_seed(self, seed: int) -> int:
         return seed + self.rank * RANK_SEED_STRIDE
 
+    def generators(self, seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+        """(data generator, seeded `seed` on every rank; this rank's sampler generator on `device`, seeded
+        rank_seed(seed + 1)): the two random streams of a run."""
+        return (torch.Generator().manual_seed(seed),
+                torch.Generator(device).manual_seed(self.rank_seed(seed + 1)))
+
     def wrap(self, model: nn.Module, method: str, device: torch.device) -> Callable:
         """`model.<method>`, through DDP when distributed: gradients of what it computes are averaged
         over the ranks during backward. Call it once per optimizer step."""

@@ -4,7 +4,7 @@ state it saves and restores, and the divergence policy.
 A trainer builds its modules, optimizer and generators, puts them in a `RunState`, and hands
 `run_steps` a `step_fn(step) -> metrics`. Around each step the loop
 - stops after the step on SIGINT/SIGTERM, with a checkpoint of that step (a second signal stops at once);
-- on a DivergenceError (non-finite or exploding values, `check_step`) applies the run's policy:
+- on a DivergenceError (non-finite or exploding values, `RunState.check`) applies the run's policy:
   stop, or roll back to the last good checkpoint (`RunState.recover`);
 - logs the metrics and saves every `checkpoint_every` steps (rank 0 writes, all ranks take part).
 A SIGKILL at any moment leaves the newest complete checkpoint to resume from: a new run saves step 0
@@ -42,18 +42,6 @@ from .run import MetricsLog
 
 SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept", "semantic_gap", "texture_gap")  # live figures on the progress bar
 ROLLBACK_SEED_STRIDE = 7919  # rollback k reseeds the generators with seed + k·stride
-
-
-def check_step(step: int, dist: Distributed, device: torch.device, limit: float | None = None,
-               **values: float) -> None:
-    """Raise DivergenceError on every rank when a value on some rank is not finite, or (`limit`) exceeds
-    it in absolute value."""
-    reason = next((f"non-finite {k}" for k, v in values.items() if not math.isfinite(v)), None)
-    if reason is None and limit is not None:
-        reason = next((f"|{k}| = {abs(v):.3g} above max_energy {limit:g}" for k, v in values.items()
-                       if abs(v) > limit), None)
-    if dist.any(reason is not None, device):
-        raise DivergenceError(step, reason or "values on another rank")
 
 
 @dataclass
@@ -150,11 +138,17 @@ class RunState:
         return state
 
     def check(self, step: int, limit: float | None = None, **values: float) -> None:
-        """check_step on this run's ranks. Under fp16 a non-finite gradient norm is the scaler's business
-        (the step was skipped), so values named *gradient are not checked there."""
+        """Raise DivergenceError on every rank when a value on some rank is not finite, or (`limit`) exceeds
+        it in absolute value. Under fp16 a non-finite gradient norm is the scaler's business (the step was
+        skipped), so values named *gradient are not checked there."""
         if self.amp.scaled:
             values = {k: v for k, v in values.items() if not k.endswith("gradient")}
-        check_step(step, self.dist, self.gen.device, limit, **values)
+        reason = next((f"non-finite {k}" for k, v in values.items() if not math.isfinite(v)), None)
+        if reason is None and limit is not None:
+            reason = next((f"|{k}| = {abs(v):.3g} above max_energy {limit:g}" for k, v in values.items()
+                           if abs(v) > limit), None)
+        if self.dist.any(reason is not None, self.gen.device):
+            raise DivergenceError(step, reason or "values on another rank")
 
     def set_step_scale(self, scale: float) -> None:
         self.step_scale = scale
@@ -177,8 +171,9 @@ class RunState:
             self.sched.base_lrs = [lr * factor for lr in self.sched.base_lrs]
         self.rollbacks, self.lr_scale = rollbacks, lr_scale
         self.set_step_scale(step_scale)
-        self.data_gen.manual_seed(cfg.seed + rollbacks * ROLLBACK_SEED_STRIDE)
-        self.gen.manual_seed(self.dist.rank_seed(cfg.seed + 1) + rollbacks * ROLLBACK_SEED_STRIDE)
+        for g, fresh in zip((self.data_gen, self.gen),
+                            self.dist.generators(cfg.seed + rollbacks * ROLLBACK_SEED_STRIDE, self.gen.device)):
+            g.set_state(fresh.get_state())  # in place: the replay buffer holds the same generator
         self.log.trim(state["step"])
         self.log.write({"step": state["step"], "event": "rollback", "diverged_at": exc.step, "reason": exc.what,
                         "rollbacks": rollbacks, "lr_scale": lr_scale, "step_size_scale": step_scale})
