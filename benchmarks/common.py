@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import yaml
 
+import tiltkit
 from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict
 from tiltkit.data.source import DataSource
 from tiltkit.metrics.image_eval import DomainFID, Metric, classifier_for, evaluate_images
-from tiltkit.training import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,5 +130,5 @@ def figure(results: dict, key: str, metric: str) -> float | None:
 def base_val_fid(tilt_cfg: TiltRunConfig, source: DataSource) -> float:
     """The base's own validation domain FID, on the energy run's validation images and sample count (step 0)."""
     _, val = source.train_val(tilt_cfg.val_size, tilt_cfg.seed)
-    _, _, base = load_run(tilt_cfg.base)
+    base = tiltkit.load(tilt_cfg.base, device="cpu").model
     return DomainFID(val, classifier_for(source), base.pixel_range, tilt_cfg.eval_n, tilt_cfg.seed)(base)

@@ -38,6 +38,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import tiltkit
 from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, run_stage, save_results, stage_cli,
                     write_block)
 from tiltkit import viz
@@ -48,7 +49,7 @@ from tiltkit.metrics.fid import FeatureStats, frechet_distance
 from tiltkit.metrics.image_eval import Metric, classifier_for, embed
 from tiltkit.metrics.ood import detection_metrics, draw_sets
 from tiltkit.samplers import SamplerConfig
-from tiltkit.training import load_run, train_debm
+from tiltkit.training import train_debm
 
 RECIPE = ROOT / "configs" / "fashion_debm.yaml"
 # The recipe's network and chains (K = 20, T = 90 at batch 64) cost ~30 s an iteration on 2 CPU cores; this
@@ -98,7 +99,8 @@ def train(cfg: DebmRunConfig, run: Path) -> dict:
 @torch.no_grad()
 def sample(out: Path, n: int, chunk: int = 500) -> dict:
     """Two-stage samples and their semantic images, from the same chains."""
-    _, cfg, model = load_run(out / "debm")
+    run = tiltkit.load(out / "debm", device="cpu")
+    cfg, model = run.cfg, run.model
     gen = torch.Generator().manual_seed(1)
     parts: dict[str, list] = {"semantic": [], "debm": []}
     t0 = time.perf_counter()
@@ -129,7 +131,8 @@ def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> 
     run = out / f"ablation-{sigma_max:g}-{n_sigmas}"
     info = train(config(pretrain_steps=ABLATION_PRETRAIN, steps=ABLATION_PRETRAIN + ABLATION_STEPS,
                         model_kwargs={"sigma_max": sigma_max, "n_sigmas": n_sigmas}), run)
-    _, cfg, model = load_run(run)
+    loaded = tiltkit.load(run, device="cpu")
+    cfg, model = loaded.cfg, loaded.model
     with torch.no_grad():
         s = model.sample(ABLATION_N, cfg.sample_latent_sampler, cfg.sample_pixel_sampler,
                          torch.Generator().manual_seed(1), cfg.sample_sigma)
@@ -144,7 +147,7 @@ def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> 
 def ood_sigma(out: Path, source: DataSource) -> dict:
     """AUROC of −U_c(x, σ) for each σ of OOD_SIGMAS and each set of OOD_SETS, OOD_N test images against OOD_N
     OOD images (the images benchmarks/ood.py scores at seed 0), one ε draw per image; and its figure."""
-    _, _, model = load_run(out / "debm")
+    model = tiltkit.load(out / "debm", device="cpu").model
     x_in, drawn = draw_sets(source.images("test").x, source.name, list(OOD_SETS), model.data_shape, OOD_N)
     sets = {name: x for name, (x, _, _) in drawn.items()}
 
@@ -174,7 +177,8 @@ def ood_sigma(out: Path, source: DataSource) -> dict:
 
 def timing(out: Path) -> dict:
     """Seconds for TIMING_N samples: two-stage (K latent + T pixel steps) vs K + T pixel steps from uniform noise."""
-    _, cfg, model = load_run(out / "debm")
+    run = tiltkit.load(out / "debm", device="cpu")
+    cfg, model = run.cfg, run.model
     gen = torch.Generator().manual_seed(3)
     t0 = time.perf_counter()
     model.sample(TIMING_N, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma)

@@ -38,17 +38,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import tiltkit  # noqa: E402
 from common import (ROOT, base_val_fid, cpu_model, evaluate_samples, figure, git_commit, recipe,  # noqa: E402
                     run_stage, save_results, stage_cli, validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.images import to_uint8  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
-from tiltkit.generators import FlowInDataSpace  # noqa: E402
-from tiltkit.metrics.image_eval import Metric, classifier_for, sample_images  # noqa: E402
-from tiltkit.tilt import TiltedModel  # noqa: E402
-from tiltkit.training import load_run, train_base, train_tilt  # noqa: E402
-from tiltkit.training.run import sample_run  # noqa: E402
+from tiltkit.metrics.image_eval import Metric, classifier_for  # noqa: E402
+from tiltkit.training import TILT, train_base, train_tilt  # noqa: E402
 
 BASES = ("glow", "glf")
 RECIPES = {b: ROOT / "configs" / f"fashion_{b}_latent_ebm.yaml" for b in BASES}
@@ -138,7 +136,7 @@ def train_energy(stage: str, out: Path, source: DataSource) -> dict:
 @torch.no_grad()
 def test_bits(run: Path, source: DataSource, batch: int = 500) -> dict:
     """Mean bits/dim of the trained Glow over the whole test set."""
-    glow = load_run(run)[2]
+    glow = tiltkit.load(run, device="cpu").model
     x = source.tensor("test", None, glow.pixel_range)
     gen = torch.Generator().manual_seed(0)
     bits = torch.cat([glow.bits_per_dim(x[i:i + batch], gen) for i in range(0, len(x), batch)])
@@ -146,33 +144,31 @@ def test_bits(run: Path, source: DataSource, batch: int = 500) -> dict:
 
 
 def sample(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
-    run = out / key.removesuffix("-t07").removesuffix("-data")
-    kind, cfg, model = load_run(run)
+    run = tiltkit.load(out / key.removesuffix("-t07").removesuffix("-data"), device="cpu")
     gen = torch.Generator().manual_seed(1)
-    noise = model.sample_noise(n, gen, TEMPERATURE) if key == "glow-t07" else None
-    if key == "glow-ebm-data":
-        model = TiltedModel(FlowInDataSpace(model.base), model.energy)
-        cfg = dataclasses.replace(cfg, sample_sampler=dataclasses.replace(cfg.sample_sampler, step_size=DATA_SPACE_STEP))
+    noise = run.model.sample_noise(n, gen, TEMPERATURE) if key == "glow-t07" else None
+    if key == "glow-ebm-data":  # the tilt's chains in x on the Glow in data space, at DATA_SPACE_STEP
+        run = run.with_sampling(step_size=DATA_SPACE_STEP, data_space=True)
     t0 = time.perf_counter()
-    x = sample_run(kind, cfg, model, n, gen, 500, noise, quiet=False)
+    x = run.sample(n, generator=gen, noise=noise, chunk=500, quiet=False)
     seconds = time.perf_counter() - t0
     info = {"sample_seconds": round(seconds, 1),
             "nonfinite_fraction": (~torch.isfinite(x.flatten(1))).any(1).float().mean().item()}
-    pixel_range = (model.base if kind == "tilt" else model).pixel_range
-    np.savez_compressed(out / f"samples_{key}.npz", x=to_uint8(x, pixel_range).numpy())
-    if kind == "tilt":
-        info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(cfg.sample_sampler).items()}
+    np.savez_compressed(out / f"samples_{key}.npz", x=to_uint8(x, run.base.pixel_range).numpy())
+    if run.method is TILT:
+        info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(run.cfg.sample_sampler).items()}
     if key in EBMS:
-        picture(model, cfg, ROOT / "docs" / f"fashion_mnist_{key.replace('-', '_')}.png", MODELS[key])
+        picture(run, ROOT / "docs" / f"fashion_mnist_{key.replace('-', '_')}.png", MODELS[key])
     return info
 
 
-def picture(model, cfg, path: Path, label: str) -> None:
+def picture(run: tiltkit.Run, path: Path, label: str) -> None:
     """64 base samples and the tilted samples started from the same noise, side by side."""
     gen = torch.Generator().manual_seed(7)
-    noise = model.sample_noise(64, gen)
-    base = sample_images(model.base, "base", None, 64, gen, noise=noise)
-    tilted = sample_images(model, "tilt", cfg, 64, gen, noise=noise)
+    noise = run.model.sample_noise(64, gen)
+    with torch.no_grad():
+        base = to_uint8(run.base.decode(noise), run.base.pixel_range).cpu()
+    tilted = run.images(64, generator=gen, noise=noise)
     viz.compare_figure([(label.split(" +")[0], base), (label, tilted)], path, nrow=8)
 
 

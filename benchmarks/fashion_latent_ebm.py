@@ -34,13 +34,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import tiltkit  # noqa: E402
 from common import (ROOT, base_val_fid, cpu_model, git_commit, recipe, run_stage, save_results,  # noqa: E402
                     validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
+from tiltkit.data.images import to_uint8  # noqa: E402
 from tiltkit.data.source import DataSource  # noqa: E402
-from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images, sample_images  # noqa: E402
-from tiltkit.training import load_run, train_base, train_tilt  # noqa: E402
+from tiltkit.metrics.image_eval import Metric, classifier_for, evaluate_images  # noqa: E402
+from tiltkit.training import train_base, train_tilt  # noqa: E402
 
 STAGES = ("classifier", "vae", "ebm", "sample", "domain", "inception")
 PAPER = {"fashion-mnist": {"vae": 57.1, "tilted": 38.1}, "mnist": {"vae": 18.9, "tilted": 16.0}}
@@ -118,8 +120,8 @@ def main() -> None:
             xs = {}
             for key, run in (("vae", vae_dir), ("tilted", tilt_dir)):
                 t0 = time.perf_counter()
-                kind, cfg, model = load_run(run)
-                xs[key] = sample_images(model, kind, cfg, n, torch.Generator().manual_seed(1), quiet=False)
+                xs[key] = tiltkit.load(run, device="cpu").images(n, generator=torch.Generator().manual_seed(1),
+                                                                 quiet=False)
                 times[f"{key}_seconds"] = round(time.perf_counter() - t0, 1)
             np.savez_compressed(samples, **{k: v.numpy() for k, v in xs.items()})
             picture(tilt_dir, ROOT / "docs" / f"{slug}_vae_vs_tilted.png")
@@ -146,11 +148,12 @@ def main() -> None:
 
 def picture(tilt_dir: Path, path: Path) -> None:
     """64 VAE samples and the tilted samples started from the same noise, side by side."""
-    kind, cfg, model = load_run(tilt_dir)
+    run = tiltkit.load(tilt_dir, device="cpu")
     gen = torch.Generator().manual_seed(7)
-    noise = model.sample_noise(64, gen)
-    base = sample_images(model.base, "base", None, 64, gen, noise=noise)
-    tilted = sample_images(model, "tilt", cfg, 64, gen, noise=noise)
+    noise = run.model.sample_noise(64, gen)
+    with torch.no_grad():
+        base = to_uint8(run.base.decode(noise), run.base.pixel_range).cpu()
+    tilted = run.images(64, generator=gen, noise=noise)
     viz.compare_figure([("VAE", base), ("VAE + latent EBM", tilted)], path, nrow=8)
 
 

@@ -37,14 +37,17 @@ import numpy as np
 import torch
 import yaml
 
+import tiltkit
 from common import (ROOT, cpu_model, evaluate_samples, figure, git_commit, recipe, run_stage, save_results,
                     stage_cli, validation_curve, write_block)
 from tiltkit import viz
-from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict, load_yaml
+from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict
+from tiltkit.data.images import to_uint8
 from tiltkit.data.source import DataSource
-from tiltkit.metrics.image_eval import Metric, classifier_for, sample_images
+from tiltkit.methods import read_run
+from tiltkit.metrics.image_eval import Metric, classifier_for
 from tiltkit.samplers import SamplerConfig, SamplerKind
-from tiltkit.training import load_run, train_base, train_tilt
+from tiltkit.training import BASE, TILT, train_base, train_tilt
 
 VAEBM_RECIPE = ROOT / "configs" / "fashion_vaebm.yaml"
 BERNOULLI_RECIPE = ROOT / "configs" / "fashion_vaebm_bernoulli.yaml"
@@ -71,7 +74,7 @@ STAGES = TRAIN_STAGES + tuple(f"{s}-{m}" for s in ("sample", "domain", "inceptio
 
 def train_vae(cfg: BaseRunConfig, run: Path, copy_from: Path | None = None) -> dict:
     """Stage 1; a finished run of the same recipe at `copy_from` is copied instead of trained again."""
-    same = copy_from and (copy_from / "config.yaml").exists() and load_yaml(copy_from / "config.yaml") == ("base", cfg)
+    same = copy_from and (copy_from / "config.yaml").exists() and read_run(copy_from) == (BASE, cfg)
     if same and not run.exists():
         shutil.copytree(copy_from, run)
     train_base(cfg, run, resume=(run / "config.yaml").exists())
@@ -129,28 +132,31 @@ def train_energy(cfg: TiltRunConfig, run: Path) -> dict:
 
 
 def sample(key: str, out: Path, n: int, source: DataSource, results: dict) -> dict:
-    kind, cfg, model = load_run(out / MODELS[key][1])
+    run = tiltkit.load(out / MODELS[key][1], device="cpu")
     if key == "vaebm-hmc":
-        cfg = dataclasses.replace(cfg, sample_sampler=hmc_like(cfg.sample_sampler))
+        hmc = hmc_like(run.cfg.sample_sampler)
+        run = dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, sample_sampler=hmc))
     t0 = time.perf_counter()
-    x = sample_images(model, kind, cfg, n, torch.Generator().manual_seed(1), quiet=False)
+    x = run.images(n, generator=torch.Generator().manual_seed(1), quiet=False)
     seconds = time.perf_counter() - t0
     np.savez_compressed(out / f"samples_{key}.npz", x=x.numpy())
     info = {"sample_seconds": round(seconds, 1)}
-    if kind == "tilt":
-        info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(cfg.sample_sampler).items()}
-        info["gradient_evaluations"] = cfg.sample_sampler.gradient_evaluations()
+    if run.method is TILT:
+        sampler = run.cfg.sample_sampler
+        info["sampler"] = {k: getattr(v, "value", v) for k, v in dataclasses.asdict(sampler).items()}
+        info["gradient_evaluations"] = sampler.gradient_evaluations()
     if key in ("vaebm", "vaebm-bernoulli"):
-        picture(model, cfg, ROOT / "docs" / f"fashion_mnist_{key.replace('-', '_')}.png")
+        picture(run, ROOT / "docs" / f"fashion_mnist_{key.replace('-', '_')}.png")
     return info
 
 
-def picture(model, cfg, path: Path) -> None:
-    """64 VAE samples and the VAEBM samples started from the same noise, side by side."""
+def picture(run: tiltkit.Run, path: Path) -> None:
+    """64 VAE samples (decoder means) and the VAEBM samples started from the same noise, side by side."""
     gen = torch.Generator().manual_seed(7)
-    noise = model.sample_noise(64, gen)
-    base = sample_images(model.base, "base", None, 64, gen, noise=model.base.latent(noise))
-    tilted = sample_images(model, "tilt", cfg, 64, gen, noise=noise)
+    noise = run.model.sample_noise(64, gen)
+    with torch.no_grad():
+        base = to_uint8(run.base.decode_mean(noise), run.base.pixel_range).cpu()
+    tilted = run.images(64, generator=gen, noise=noise)
     viz.compare_figure([("VAE (decoder mean)", base), ("VAEBM", tilted)], path, nrow=8)
 
 

@@ -27,7 +27,7 @@ from tiltkit.energies import SmallConvEnergy
 from tiltkit.generators import FlowInDataSpace
 from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.tilt import TiltedModel
-from tiltkit.training.run import build_base
+from tiltkit.training.builders import build_base
 
 SHAPE = (1, 28, 28)
 RECIPES = {"glow": ROOT / "configs" / "fashion_glow_latent_ebm.yaml", "glf": ROOT / "configs" / "fashion_glf_latent_ebm.yaml"}

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+import tiltkit
 from common import ROOT, cpu_model, git_commit, write_block
 from tiltkit.data.source import DataSource
 from tiltkit.errors import UserError
-from tiltkit.metrics.ood import IW_SAMPLES, NOISE_SIGMA, available_scores, parse_ood_sets, run_ood
-from tiltkit.training.run import base_config, load_run
+from tiltkit.metrics.ood import IW_SAMPLES, NOISE_SIGMA, parse_ood_sets, run_ood
 
 DEFAULT_OOD = "mnist,uniform,gaussian,constant,noisy,interp,vflip"
 
@@ -52,15 +52,16 @@ def evaluate(runs: dict[str, Path], args) -> dict:
                  "noise_sigma": NOISE_SIGMA, "ood": sets, "runs": {}}
     for name, run_dir in runs.items():
         t0 = time.perf_counter()
-        kind, cfg, model = load_run(run_dir)
-        base_cfg = base_config(run_dir, kind, cfg)
+        run = tiltkit.load(run_dir, device="cpu")
+        base_cfg = run.method.data_config(run.dir, run.cfg)
         own = args.in_data == base_cfg.data
         source = DataSource(args.in_data, base_cfg.data_dir if own else None, base_cfg.image_size if own else None)
-        report = run_ood(model, kind, source, sets, available_scores(kind, model), args.n, args.seed,
+        scorer = run.scorer
+        report = run_ood(scorer, source, sets, scorer.offered, args.n, args.seed,
                          args.data_dir, args.iw_samples, quiet=args.quiet)
         seconds = round(time.perf_counter() - t0, 1)
-        out["runs"][name] = {"dir": str(run_dir), "kind": kind, "model": type(model).__name__,
-                             "base": type(model.base if kind == "tilt" else model).__name__,
+        out["runs"][name] = {"dir": str(run_dir), "kind": run.method.kind, "model": type(run.model).__name__,
+                             "base": type(run.base).__name__,
                              "seconds": seconds, **report.summary}
         out["n"] = report.summary["n"]
         print(f"[{name}] {seconds:.0f} s: " + json.dumps({k: {s: m["auroc"] for s, m in v.items()}
@@ -83,9 +84,9 @@ def table(r: dict) -> str:
 
 
 def section(r: dict) -> str:
-    what = {"base": "{}", "tilt": "tilted {}", "debm": "{}"}
-    runs = "; ".join(f"{k} = `{v['dir']}` ({what[v['kind']].format(v['base'])}, {v['seconds']:.0f} s)"
-                     for k, v in r["runs"].items())
+    # a run whose model is not its base generator itself is a tilt of that base ("tilted ConvVAE")
+    runs = "; ".join(f"{k} = `{v['dir']}` ({'' if v['model'] == v['base'] else 'tilted '}{v['base']}, "
+                     f"{v['seconds']:.0f} s)" for k, v in r["runs"].items())
     resized = {name: s["resized"] for run in r["runs"].values() for name, s in run["sets"].items() if s["resized"]}
     notes = "".join(f" {k}: {note}." for k, note in resized.items())
     source = next(iter(r["runs"].values()))["source"]

@@ -20,7 +20,7 @@ from test_distributed import lines
 from test_training import weights
 from tiltkit.errors import UserError
 from tiltkit.training.checkpoint import _sha256, latest_checkpoint, list_checkpoints, load_checkpoint
-from tiltkit.training.run import load_run
+from tiltkit import load
 
 STEPS = 40
 OPTS = {**TINY_TILT, "persistent": True, "checkpoint_every": 4,  # a replay buffer: more state to get right
@@ -91,7 +91,7 @@ def test_a_changed_byte_is_caught_by_the_checksum(tmp_path, uninterrupted):
     data[len(data) // 2] ^= 0x01
     state.write_bytes(bytes(data))
     with pytest.raises(UserError, match="state.pt does not match its SHA-256"):
-        load_run(run)
+        load(run)
 
 
 def test_a_newer_format_is_refused(tmp_path, uninterrupted):
@@ -99,7 +99,7 @@ def test_a_newer_format_is_refused(tmp_path, uninterrupted):
     manifest = latest_checkpoint(run) / "manifest.json"
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 99}))
     with pytest.raises(UserError, match="format 99, written by a newer tiltkit"):
-        load_run(run)
+        load(run)
 
 
 class Exploit:
@@ -129,5 +129,5 @@ def test_a_crafted_pickle_is_refused_and_never_run(tmp_path, uninterrupted, with
     with pytest.raises(UserError, match="never unpickles"):
         load_checkpoint(ckpt, {})
     with pytest.raises(UserError, match="never unpickles"):
-        load_run(run)
+        load(run)
     assert not marker.exists()

@@ -17,7 +17,7 @@ from tiltkit.cli import main
 from tiltkit.denoising import SIGMA_DATA, DenoisingEBM, geometric_sigmas
 from tiltkit.precision import MixedPrecision, Precision
 from tiltkit.samplers import SamplerConfig
-from tiltkit.training.run import load_run
+from tiltkit import load
 
 SHAPE = (1, 16, 16)
 TINY = {"width": 8, "latent_dim": 8, "decoder_width": 8, "n_sigmas": 16}
@@ -184,7 +184,7 @@ def test_debm_run_end_to_end_and_resume_equals_uninterrupted(squares_file, tmp_p
         crash_at(mp, 3)  # checkpoint at 2, the crash loses 3
         assert main([*args, "--out", str(tmp_path / "crashed")]) == 130
     assert main(["train", "debm", "--out", str(tmp_path / "crashed"), "--resume", "--quiet"]) == 0
-    wa, wb = (load_run(tmp_path / r)[2].state_dict() for r in ("full", "crashed"))
+    wa, wb = (load(tmp_path / r, device="cpu").model.state_dict() for r in ("full", "crashed"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
     lines = metric_lines(tmp_path / "full")

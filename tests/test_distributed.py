@@ -16,7 +16,7 @@ from test_image_pipeline import squares
 from tiltkit.training import train_base
 from tiltkit.training.checkpoint import latest_checkpoint
 from tiltkit.training.distributed import Distributed
-from tiltkit.training.run import load_run
+from tiltkit import load
 
 FLOW = {"model": "realnvp", "model_kwargs": {}, "n_train": 2000, "checkpoint_every": 10}  # exact NLL: no noise
 
@@ -49,7 +49,7 @@ def test_two_processes_give_the_weights_of_one_on_the_doubled_batch(tmp_path):
     two = tiltkit(*args, "--out", str(tmp_path / "two"), "--set", "batch_size=64", nproc=2)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert two.stdout.count("trained base run") == 1  # rank 0 alone reports
-    a, b = load_run(tmp_path / "one")[2].state_dict(), load_run(tmp_path / "two")[2].state_dict()
+    a, b = load(tmp_path / "one", device="cpu").model.state_dict(), load(tmp_path / "two", device="cpu").model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     la, lb = lines(tmp_path / "one"), lines(tmp_path / "two")

@@ -18,7 +18,7 @@ from torch.autograd.functional import jacobian
 from conftest import sets, tiny_base_cfg
 from test_tilt import QuadraticEnergy, assert_gaussian
 from test_image_pipeline import squares
-from tiltkit import TiltedModel
+from tiltkit import TiltedModel, UserError, load
 from tiltkit.cli import main
 from tiltkit.data.images import PixelRange
 from tiltkit.data.source import DataSource
@@ -27,7 +27,7 @@ from tiltkit.generators import GENERATORS, ConvVAE, FlowInDataSpace, Glow, RealN
 from tiltkit.generators.flow import ActNorm, AffineCoupling, InvConv1x1, Squeeze
 from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.samplers import noise as nz
-from tiltkit.training import load_run, train_base
+from tiltkit.training import BASE, train_base
 from tiltkit.training.checkpoint import load_checkpoint, save_checkpoint
 
 F64 = torch.float64
@@ -309,7 +309,7 @@ def test_realnvp_trains_through_train_base_with_fitted_standardization(tmp_path)
     x_train = DataSource.of(cfg).tensor("train", cfg.n_train)
     torch.testing.assert_close(model.standardize.shift, x_train.mean(0))  # fitted to the training points
     torch.testing.assert_close(model.standardize.scale, x_train.std(0))
-    _, _, loaded = load_run(tmp_path / "run")
+    loaded = load(tmp_path / "run", device="cpu").model
     noise = loaded.sample_noise(5, gen(0))
     torch.testing.assert_close(loaded.decode(noise), model.decode(noise))
 
@@ -341,7 +341,7 @@ def test_tilted_flow_matches_closed_form_in_noise_space_and_in_data_space():
     chains = in_data.sample(mala, 20_000, gen(2))
     assert chains.acceptance_rate > 0.5
     assert_gaussian(chains.noise, mean, cov)
-    with pytest.raises(ValueError, match="exact density"):
+    with pytest.raises(UserError, match="exact density"):
         FlowInDataSpace(ConvVAE((1, 16, 16), latent_dim=2, width=4))
 
 
@@ -366,8 +366,9 @@ def test_glow_train_base_run_loads_and_decodes(tmp_path):
                  "--steps", "4", "--device", "cpu", "--quiet", *sets(options)]) == 0
     lines = [json.loads(line) for line in (tmp_path / "glow" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["bits_per_dim"] < 12 and r["loss"] == r["bits_per_dim"] for r in lines if "loss" in r)
-    kind, _, model = load_run(tmp_path / "glow")
-    assert kind == "base" and isinstance(model, Glow) and not model.training
+    run = load(tmp_path / "glow", device="cpu")
+    model = run.model
+    assert run.method is BASE and isinstance(model, Glow) and not model.training
     assert all(m.initialized.item() == 1.0 for m in model.modules() if isinstance(m, ActNorm))
     with torch.no_grad():
         x = model.decode(model.sample_noise(6, gen(0), temperature=0.7))

@@ -16,7 +16,8 @@ from test_flow import brute_logdet, gen, perturb, write_idx_squares
 from tiltkit.cli import main
 from tiltkit.data.images import PixelRange
 from tiltkit.generators import GENERATORS, GLF, MLPGLF
-from tiltkit.training import load_run
+from tiltkit import load
+from tiltkit.training import BASE
 
 SHAPE = (1, 16, 16)
 
@@ -158,8 +159,9 @@ def test_glf_train_base_run_loads_and_decodes(tmp_path):
                  "--steps", "3", "--device", "cpu", "--quiet", *sets(options)]) == 0
     lines = [json.loads(line) for line in (tmp_path / "glf" / "metrics.jsonl").read_text().splitlines()]
     assert any({"loss", "recon", "flow_nll"} <= set(r) for r in lines)
-    kind, _, model = load_run(tmp_path / "glf")
-    assert kind == "base" and isinstance(model, GLF) and not model.training
+    run = load(tmp_path / "glf", device="cpu")
+    model = run.model
+    assert run.method is BASE and isinstance(model, GLF) and not model.training
     with torch.no_grad():
         x = model.decode(model.sample_noise(5, gen(0)))
     assert x.shape == (5, 1, 28, 28) and ((x >= 0) & (x <= 1)).all()

@@ -18,10 +18,11 @@ from tiltkit.data.source import DataSource
 from tiltkit.energies import SmallConvEnergy
 from tiltkit.errors import UserError
 from tiltkit.generators import ConvVAE, PixelBox
-from tiltkit.metrics.ood import (MIN_N, Score, ShapeWarning, Synthetic, available_scores, compute_scores,
+from tiltkit.metrics.ood import (MIN_N, Score, ShapeWarning, Synthetic, compute_scores,
                                  conform_shape, constant_images, detection_metrics, fpr_at_tpr, gaussian_images,
                                  load_ood_images, noisy_images, parse_scores, synthetic_set, uniform_images, vflip)
 from tiltkit.tilt import TiltedModel
+from tiltkit.training import BASE, TILT
 
 SHAPE = (1, 28, 28)
 
@@ -168,34 +169,34 @@ def test_a_path_without_a_test_split_gives_all_its_images(tmp_path):
 def models():
     torch.manual_seed(0)
     vae = ConvVAE(SHAPE, latent_dim=4, width=4).eval()
-    return {"base": ("base", vae), "tilt": ("tilt", TiltedModel(vae, SmallConvEnergy(SHAPE, width=4)).eval()),
-            "pixel": ("tilt", TiltedModel(PixelBox(SHAPE), SmallConvEnergy(SHAPE, width=4)).eval())}
+    return {"base": BASE.scorer(vae), "tilt": TILT.scorer(TiltedModel(vae, SmallConvEnergy(SHAPE, width=4)).eval()),
+            "pixel": TILT.scorer(TiltedModel(PixelBox(SHAPE), SmallConvEnergy(SHAPE, width=4)).eval())}
 
 
 def test_available_scores_per_run_kind(models):
-    assert available_scores(*models["base"]) == [Score.ELBO, Score.IWAE]
-    assert available_scores(*models["tilt"]) == [Score.ELBO, Score.IWAE, Score.ENERGY, Score.TILTED]
-    assert available_scores(*models["pixel"]) == [Score.ENERGY]
-    assert parse_scores(None, *models["pixel"]) == [Score.ENERGY]
+    assert models["base"].offered == [Score.ELBO, Score.IWAE]
+    assert models["tilt"].offered == [Score.ELBO, Score.IWAE, Score.ENERGY, Score.TILTED]
+    assert models["pixel"].offered == [Score.ENERGY]
+    assert parse_scores(None, models["pixel"]) == [Score.ENERGY]
     with pytest.raises(UserError, match=r"score energy is not offered by a base run \(ConvVAE\); it offers: elbo, iwae$"):
-        parse_scores("elbo,energy", *models["base"])
+        parse_scores("elbo,energy", models["base"])
     with pytest.raises(UserError, match="flat PixelBox.*it offers: energy$"):
-        parse_scores("tilted", *models["pixel"])
+        parse_scores("tilted", models["pixel"])
     with pytest.raises(UserError, match="expected a comma-separated list of elbo, iwae, energy, tilted"):
-        parse_scores("elbo,likelihood", *models["tilt"])
+        parse_scores("elbo,likelihood", models["tilt"])
 
 
 def test_scores_are_consistent_and_batch_independent(models, test_images):
-    kind, model = models["tilt"]
-    offered = available_scores(kind, model)  # every score but a Denoising-EBM's texture
-    s = compute_scores(model, kind, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
+    scorer = models["tilt"]
+    offered = scorer.offered  # every score but a Denoising-EBM's texture
+    s = compute_scores(scorer, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
     assert all(v.shape == (64,) and np.isfinite(v).all() for v in s.values())
     np.testing.assert_allclose(s[Score.TILTED], s[Score.ELBO] + s[Score.ENERGY])
     # the energy is deterministic: the same whatever the batching; the ELBO is reproducible from the seed
-    again = compute_scores(model, kind, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
+    again = compute_scores(scorer, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
     for score in offered:
         np.testing.assert_array_equal(again[score], s[score])
-    s3 = compute_scores(model, kind, test_images, [Score.ENERGY], torch.Generator(), batch=64)
+    s3 = compute_scores(scorer, test_images, [Score.ENERGY], torch.Generator(), batch=64)
     np.testing.assert_allclose(s3[Score.ENERGY], s[Score.ENERGY], rtol=1e-5, atol=1e-5)
     # the importance-weighted bound is tighter than the ELBO on average (Burda et al. 2016, Theorem 1)
     assert s[Score.IWAE].mean() > s[Score.ELBO].mean()

@@ -10,8 +10,7 @@ import torch
 import yaml
 
 from tiltkit.config import NO_BASE, BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict
-from tiltkit.training.denoising import build_debm
-from tiltkit.training.run import build_base, build_energy, pixel_box_config, tilted_model
+from tiltkit.training.builders import build_base, build_debm, build_energy, pixel_box_config, tilted_model
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}

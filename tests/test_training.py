@@ -10,14 +10,15 @@ import torch
 
 from conftest import tiny_base_cfg, tiny_tilt_cfg
 from tiltkit.errors import DivergenceError, UserError
-from tiltkit.training import contrastive, load_run, train_base, train_tilt
+from tiltkit import load
+from tiltkit.training import contrastive, train_base, train_tilt
 from tiltkit.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from tiltkit.training.distributed import Distributed
-from tiltkit.training.run import MetricsLog
+from tiltkit.training.rundir import MetricsLog
 
 
 def weights(run):
-    return {k: v.clone() for k, v in load_run(run)[2].state_dict().items()}
+    return {k: v.clone() for k, v in load(run, device="cpu").model.state_dict().items()}
 
 
 def crash_at(monkeypatch, step):
@@ -96,7 +97,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, 
         train_tilt(tiny_tilt_cfg(base_run), tmp_path / "tilt", quiet=True)
     last = latest_checkpoint(tmp_path / "tilt")
     assert last.name == "step_0000003"
-    kind, _, model = load_run(tmp_path / "tilt")
+    model = load(tmp_path / "tilt", device="cpu").model
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -114,7 +115,7 @@ def test_truncated_checkpoint_is_refused_clearly(tmp_path, base_run):
     data = (ckpt / "weights.safetensors").read_bytes()
     (ckpt / "weights.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="weights.safetensors does not match its SHA-256"):
-        load_run(run)
+        load(run)
 
 
 def test_state_file_loads_with_weights_only(base_run):

@@ -27,7 +27,7 @@ from tiltkit.cli import main
 from tiltkit.energies import ConvEnergy, JointConvEnergy, SmallConvEnergy
 from tiltkit.energies.spectral import spectral_penalty, top_singular_value, weight_matrices
 from tiltkit.samplers import SamplerConfig, SamplerKind
-from tiltkit.training import load_run
+from tiltkit import load
 from tiltkit.training.checkpoint import latest_checkpoint
 
 F64 = torch.float64
@@ -205,7 +205,7 @@ def test_vaebm_resume_with_eps_buffer_equals_uninterrupted(data_and_vae, monkeyp
     assert len([k for k in full["ranks"][0]["buffer"] if k.startswith("store_")]) == 2  # (ε_z, ε_x)
     for key in ("store_0", "store_1"):
         torch.testing.assert_close(full["ranks"][0]["buffer"][key], crashed["ranks"][0]["buffer"][key], rtol=0, atol=0)
-    wa, wb = load_run(root / "full")[2].state_dict(), load_run(root / "crashed")[2].state_dict()
+    wa, wb = load(root / "full", device="cpu").model.state_dict(), load(root / "crashed", device="cpu").model.state_dict()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
     lines = metric_lines(root / "full")
@@ -218,7 +218,7 @@ def test_vaebm_run_samples_decoder_means(data_and_vae, tmp_path):
     root = data_and_vae
     assert main(["train", "tilt", "--base", str(root / "vae"), "--out", str(tmp_path / "t"), "--steps", "2",
                  "--quiet", *sets(VAEBM)]) == 0
-    kind, cfg, model = load_run(tmp_path / "t")
+    model = load(tmp_path / "t", device="cpu").model
     assert model.use_mu and model.base.pixel_noise and isinstance(model.sample_noise(2), tuple)
     out = tmp_path / "s.npz"
     assert main(["sample", str(tmp_path / "t"), "--n", "6", "--out", str(out), "--device", "cpu"]) == 0
@@ -265,7 +265,8 @@ def test_pixel_ebm_run_keeps_chains_in_the_box(data_and_vae, tmp_path, capsys):
     root = data_and_vae
     assert main(["train", "tilt", "--base", "none", "--data", str(root / "squares.npz"), "--out",
                  str(tmp_path / "pix"), "--steps", "5", "--quiet", *sets(PIXEL_EBM)]) == 0
-    kind, cfg, model = load_run(tmp_path / "pix")
+    run = load(tmp_path / "pix", device="cpu")
+    cfg, model = run.cfg, run.model
     assert type(model.base).__name__ == "PixelBox" and model.base.bounds == (0.0, 1.0)
     state = torch.load(latest_checkpoint(tmp_path / "pix") / "state.pt", weights_only=True)
     store = state["ranks"][0]["buffer"]["store_0"]

@@ -18,15 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from .config import BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict, save_yaml
+from . import viz
+from .api import Run, load
+from .atomic import atomic_write_text
+from .config import from_dict, save_yaml
+from .data.source import DataSource
+from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
+from .methods import method_for, read_run, train_commands
+from .metrics import toy_metrics
+from .metrics.image_eval import check_shape, evaluate_images, parse_metrics
+from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores, run_ood
 from .precision import Precision
+from .training.distributed import launch
+from .training.rundir import MetricsLog
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,24 +75,10 @@ def build_parser() -> Parser:
 
     train = sub.add_parser("train", help="train a base model or an energy").add_subparsers(
         dest="what", required=True, parser_class=Parser)
-    for name, help_text in (("base", "fit a base generator to data"), ("tilt", "fit an energy on a frozen base"),
-                            ("debm", "fit a Denoising-EBM (DAE energies, Algorithm 1)")):
-        t = train.add_parser(name, help=help_text)
-        if name == "debm":
-            t.add_argument("--data", help="image set (mnist, fashion-mnist, cifar10, svhn), image folder or array file")
-            t.add_argument("--data-dir", help="where to look for an image set first")
-            t.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
-        elif name == "base":
-            t.add_argument("--data", help="toy set name or .npy/.csv file of points (N, D); or image set "
-                           "(mnist, fashion-mnist, cifar10, svhn), image folder or .npy/.npz of images")
-            t.add_argument("--data-dir", help="where to look for an image set first")
-            t.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
-            t.add_argument("--model", help="base model (vae for points, conv-vae for images)")
-        else:
-            t.add_argument("--base", help="the base run directory, or 'none' for a pixel EBM on --data")
-            t.add_argument("--data", help="--base none: the image set the pixel EBM fits")
-            t.add_argument("--data-dir", help="--base none: where to look for the image set first")
-            t.add_argument("--image-size", type=positive_int, help="--base none, image folders: centre-crop and resize")
+    for command, methods in train_commands().items():
+        t = train.add_parser(command, help=methods[0].help)
+        for name, text in {k: v for m in methods for k, v in m.cli_options.items()}.items():
+            t.add_argument("--" + name.replace("_", "-"), type=positive_int if name == "image_size" else None, help=text)
         t.add_argument("--out", required=True, type=Path, help="run directory to create (or resume)")
         t.add_argument("--steps", type=positive_int)
         t.add_argument("--seed", type=int)
@@ -150,6 +148,9 @@ def build_parser() -> Parser:
     return p
 
 
+TRAIN_FLAGS = ("data", "data_dir", "image_size", "model", "base", "base_module", "steps", "seed", "device", "precision")
+
+
 def resolve_options(args, cls):
     """Defaults <- --config file (or its `base:`/`tilt:` section) <- --set pairs <- named flags, checked by from_dict."""
     values: dict = {}
@@ -170,7 +171,7 @@ def resolve_options(args, cls):
         if not sep:
             raise UserError(f"--set {pair!r}: expected KEY=VALUE")
         values[key] = yaml.safe_load(raw)
-    for key in ("data", "data_dir", "image_size", "model", "base", "steps", "seed", "device", "precision"):
+    for key in TRAIN_FLAGS:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return from_dict(cls, values, "options")
@@ -178,65 +179,48 @@ def resolve_options(args, cls):
 
 def cmd_train(args) -> None:
     """Train one run; under torchrun, one process of a data-parallel job (training/distributed.py)."""
-    from .training import train_base, train_debm, train_tilt
-    from .training.distributed import launch
-    from .training.run import read_run
-
-    cls = {"base": BaseRunConfig, "tilt": TiltRunConfig, "debm": DebmRunConfig}[args.what]
     if args.resume:
-        kind, cfg = read_run(args.out)
-        if kind != args.what:
-            raise UserError(f"--resume: {args.out} is a {kind} run, not a {args.what} run")
+        method, cfg = read_run(args.out)
+        if method.command != args.what:
+            raise UserError(f"--resume: {args.out} is a {method.kind} run, not a {args.what} run")
     else:
-        cfg = resolve_options(args, cls)
-        if args.what == "base" and args.data is None and args.config is None:
-            raise UserError("train base: --data is required (a toy or image set name, a file or an image folder)")
-        if args.what == "tilt" and not cfg.base:
-            raise UserError("train tilt: --base DIR is required")
-    train = {"base": train_base, "tilt": train_tilt, "debm": train_debm}[args.what]
+        method = method_for(args.what, {k for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
+        cfg = resolve_options(args, method.config_class)
+        method.check_command_line(cfg, given_data=args.data is not None or args.config is not None)
     with launch(cfg.device) as dist:
         if args.resume and args.steps is not None and args.steps != cfg.steps:  # extend (or shorten) a run
             cfg.steps = args.steps
             if dist.main:
-                save_yaml(cfg, args.out / "config.yaml", args.what)
-        train(cfg, args.out, resume=args.resume, quiet=args.quiet, dist=dist)
+                save_yaml(cfg, args.out / "config.yaml", method.kind)
+        method.train(cfg, args.out, resume=args.resume, quiet=args.quiet, dist=dist)
         if dist.main:
-            print(f"trained {args.what} run: {args.out}")
+            print(f"trained {method.kind} run: {args.out}")
 
 
 def cmd_sample(args) -> None:
-    from .training.run import load_run, resolve_device, sample_run
-
     suffix = args.out.suffix
     if suffix not in (".npy", ".npz", ".png"):
         raise UserError(f"--out {args.out}: expected a .npy, .npz or .png file")
     if (args.trajectory or args.compare_base) and suffix != ".png":
         raise UserError("--trajectory and --compare-base write pictures: give --out a .png file")
-    device = resolve_device(args.device)
-    kind, cfg, model = load_run(args.run, device)
-    cfg, model = sampling_options(kind, cfg, model, args)
-    gen = torch.Generator(device).manual_seed(args.seed)
-    what = {"tilt": "tilted", "base": "base", "debm": "Denoising-EBM"}[kind]
+    run = load(args.run, device=args.device).with_sampling(args.steps, args.step_size, args.space == "data")
+    gen = run.generator(args.seed)
+    what = run.method.label
     if suffix == ".npy":
-        x = sample_run(kind, cfg, model, args.n, gen)
+        x = run.sample(args.n, generator=gen)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         np.save(args.out, x.cpu().numpy())
         print(f"wrote {args.n} samples of the {what} model to {args.out}")
         return
-    from . import viz
-    from .metrics.image_eval import sample_images
-
-    if args.trajectory or args.compare_base:
-        if kind == "base":
-            raise UserError(f"--trajectory and --compare-base need a tilted run or a debm run; {args.run} is a base run")
-        if kind == "debm":
-            pictures = debm_trajectory if args.trajectory else debm_compare
-        else:
-            pictures = viz_trajectory if args.trajectory else viz_compare
-        pictures(model, cfg, args, gen)
+    if args.trajectory:
+        viz.save_image(viz.trajectory_strip(run.trajectory(args.n, args.every, args.seed)), args.out, scale=2)
         print(f"wrote {args.out}")
         return
-    x = sample_images(model, kind, cfg, args.n, gen, quiet=False)
+    if args.compare_base:
+        viz.compare_figure(run.compare(args.n, args.seed), args.out, args.nrow)
+        print(f"wrote {args.out}")
+        return
+    x = run.images(args.n, generator=gen, quiet=False)
     if suffix == ".npz":
         args.out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.out, x=x.numpy())
@@ -245,144 +229,51 @@ def cmd_sample(args) -> None:
     print(f"wrote {args.n} images of the {what} model to {args.out}")
 
 
-def sampling_options(kind: str, cfg, model, args):
-    """--steps / --step-size on the recipe's sample sampler; --space data: chains in x on a flow base."""
-    import dataclasses
-
-    from .generators import FlowInDataSpace
-    from .tilt import TiltedModel
-
-    overrides = {k: v for k, v in (("steps", args.steps), ("step_size", args.step_size)) if v is not None}
-    if kind == "debm" and (overrides or args.space != "noise"):
-        raise UserError("--space, --steps and --step-size set a tilted run's sampler; a debm run samples with its "
-                        "config's sample_latent_sampler and sample_pixel_sampler")
-    if kind != "tilt":
-        if overrides or args.space != "noise":
-            raise UserError(f"--space, --steps and --step-size set the tilted sampler; {args.run} is a base run")
-        return cfg, model
-    if overrides:
-        cfg = dataclasses.replace(cfg, sample_sampler=dataclasses.replace(cfg.sample_sampler, **overrides))
-    if args.space == "data":
-        try:
-            model = TiltedModel(FlowInDataSpace(model.base), model.energy)
-        except ValueError as exc:
-            raise UserError(f"--space data: {exc}") from None
-    return cfg, model
-
-
-def viz_trajectory(model, cfg, args, gen) -> None:
-    """A strip per chain: the decoded state every `--every` Langevin steps, start first (paper Fig. 5.3)."""
-    from . import viz
-    from .data.images import to_uint8
-
-    result = model.sample(cfg.sample_sampler, args.n, gen, return_trajectory=True, trajectory_every=args.every)
-    with torch.no_grad():
-        frames = [to_uint8(model.output(state), model.base.pixel_range).cpu() for state in result.trajectory]
-    viz.save_image(viz.trajectory_strip(frames), args.out, scale=2)
-
-
-def viz_compare(model, cfg, args, gen) -> None:
-    """Base and tilted samples from the same starting noise, side by side."""
-    from . import viz
-    from .metrics.image_eval import sample_images
-
-    noise = model.sample_noise(args.n, gen)
-    base_noise = model.base.latent(noise) if model.use_mu else noise  # VAEBM: the base's decoder means, too
-    base = sample_images(model.base, "base", None, args.n, gen, noise=base_noise)
-    tilted = sample_images(model, "tilt", cfg, args.n, gen, noise=noise)
-    viz.compare_figure([("base model", base), ("tilted", tilted)], args.out, args.nrow)
-
-
-def debm_trajectory(model, cfg, args, gen) -> None:
-    """A strip per chain: h(z_t) through the semantic stage, then x_t through the texture stage (paper Fig. 5)."""
-    from . import viz
-    from .data.images import to_uint8
-
-    result = model.sample(args.n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma,
-                          return_trajectory=True, every=args.every)
-    viz.save_image(viz.trajectory_strip([to_uint8(f, model.pixel_range).cpu() for f in result.trajectory]),
-                   args.out, scale=2)
-
-
-def debm_compare(model, cfg, args, gen) -> None:
-    """Semantic images x⁰ = h(z_K) and the two-stage samples x_T of the same chains, side by side."""
-    from . import viz
-    from .data.images import to_uint8
-
-    result = model.sample(args.n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma)
-    viz.compare_figure([("semantic image h(z_K)", to_uint8(result.semantic, model.pixel_range).cpu()),
-                        ("two-stage sample x_T", to_uint8(result.x, model.pixel_range).cpu())], args.out, args.nrow)
-
-
 def cmd_eval(args) -> None:
-    from .data.source import DataSource
-    from .training.run import MetricsLog, base_config, load_run, resolve_device
-
-    device = resolve_device(args.device)
-    kind, cfg, model = load_run(args.run, device)
-    base_cfg = base_config(args.run, kind, cfg)
-    source = DataSource(args.data or base_cfg.data, args.data_dir or base_cfg.data_dir, base_cfg.image_size)
-    if source.is_image:
-        result = eval_images(args, kind, cfg, model, source, device)
-    else:
-        result = eval_points(args, kind, cfg, model, source, device)
+    run = load(args.run, device=args.device)
+    source = run.data_source(args.data, args.data_dir)
+    result = eval_images(args, run, source) if source.is_image else eval_points(args, run, source)
     MetricsLog(args.run).write({"eval": result})
     print(json.dumps(result))
 
 
-def eval_points(args, kind, cfg, model, source, device) -> dict:
-    from .metrics import toy_metrics
-    from .training.run import sample_run
-
+def eval_points(args, run: Run, source) -> dict:
     n = args.n or 2000
     held_out = source.points("test").numpy()
-    x = sample_run(kind, cfg, model, n, torch.Generator(device).manual_seed(args.seed)).cpu().numpy()
+    x = run.sample(n, args.seed).cpu().numpy()
     if x.ndim != 2 or x.shape[1] != held_out.shape[1]:
         raise UserError(f"--data {source.name} has dimension {held_out.shape[1]}, the run's samples "
                         f"have shape {x.shape[1:]}")
     return {"data": source.name, "n": n, **toy_metrics(x, held_out, source.name)}
 
 
-def eval_images(args, kind, cfg, model, source, device) -> dict:
-    from .metrics.image_eval import check_shape, evaluate_images, parse_metrics, sample_images
-
+def eval_images(args, run: Run, source) -> dict:
     metrics = parse_metrics(args.metrics)
     n = args.n or 10_000
     with torch.no_grad():  # one decoded sample: a shape mismatch is reported before any long work
-        check_shape(model.decode(model.sample_noise(1)), source.images("test"), source.name)
-    x = sample_images(model, kind, cfg, n, torch.Generator(device).manual_seed(args.seed), quiet=args.quiet)
+        check_shape(run.model.decode(run.model.sample_noise(1)), source.images("test"), source.name)
+    x = run.images(n, args.seed, quiet=args.quiet)
     report = evaluate_images(x, source, metrics, quiet=args.quiet)
     return {"data": source.name, "source": source.images("test").source, "n": n,
             "metrics": [m.value for m in metrics], **report}
 
 
 def cmd_ood(args) -> None:
-    import warnings
-
-    from . import viz
-    from .atomic import atomic_write_text
-    from .data.source import DataSource
-    from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores, run_ood
-    from .training.run import MetricsLog, base_config, load_run, resolve_device
-
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file: expected a folder for ood.json and the histograms")
     sets = parse_ood_sets(args.ood)
-    device = resolve_device(args.device)
-    kind, cfg, model = load_run(args.run, device)
-    scores = parse_scores(args.scores, kind, model)
-    base_cfg = base_config(args.run, kind, cfg)
-    own = args.in_data in (None, base_cfg.data)
-    source = (DataSource(base_cfg.data, args.data_dir or base_cfg.data_dir, base_cfg.image_size) if own
-              else DataSource(args.in_data, args.data_dir))
+    run = load(args.run, device=args.device)
+    scores = parse_scores(args.scores, run.scorer)
+    own = args.in_data is None or args.in_data == run.method.data_config(run.dir, run.cfg).data
+    source = run.data_source(data_dir=args.data_dir) if own else DataSource(args.in_data, args.data_dir)
     if not source.is_image:
         raise UserError(f"--in {source.name}: OOD scoring needs an image set")
     k = args.iw_samples or IW_SAMPLES
     with warnings.catch_warnings():  # a resized OOD set is one line on stderr
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *_, **__: print(f"tiltkit: warning: {message}", file=sys.stderr)
-        report = run_ood(model, kind, source, sets, scores, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
-    result = {"run": str(args.run), "kind": kind, **report.summary}
+        report = run_ood(run.scorer, source, sets, scores, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
+    result = {"run": str(args.run), "kind": run.method.kind, **report.summary}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "ood.json", json.dumps(result, indent=1) + "\n")
     for s in scores:
@@ -394,8 +285,6 @@ def cmd_ood(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
-
     metrics = run_demo(args.out, quick=args.quick, quiet=args.quiet, base=args.base)
     print(json.dumps(metrics, indent=1))
     print(f"wrote {args.out / 'demo.png'} and {args.out / 'metrics.json'}")

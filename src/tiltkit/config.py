@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .atomic import atomic_write_text
 from .errors import UserError
 from .precision import Precision
 from .samplers import CompileMode, SamplerConfig, SamplerKind
@@ -107,6 +108,25 @@ class TiltRunConfig(Reliability):
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
+
+
+CUSTOM_ENERGY = "custom"  # ModuleTiltRunConfig.energy when the user passed their own energy module
+
+
+@dataclass
+class ModuleTiltRunConfig(TiltRunConfig):
+    """`tiltkit.fit_tilt` / `tiltkit train tilt --base-module`: an energy on the user's own generator.
+
+    Recorded at the start of a run from the base itself: `noise_shape` and `pixel_range` (images), so that
+    `tiltkit.load(run, base=generator)` can wrap a bare generator again. `data` names the data (a set,
+    folder or file); for data given to fit_tilt as an array it is None and `data_sha256` is the array's
+    checksum, which a resumed run must match. `energy: custom`: the user's own energy module.
+    """
+
+    base_module: str | None = None  # "module:factory" the run rebuilds its base from; None: given in Python
+    noise_shape: list | None = None  # the base's noise shape
+    pixel_range: str | None = None  # images: "unit" ([0, 1]) or "symmetric" ([-1, 1]); None for points
+    data_sha256: str | None = None  # data given as an array: its SHA-256 (float32 bytes)
 
 
 @dataclass
@@ -237,11 +257,18 @@ def validate(cfg, where: str) -> None:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")
         if cfg.replay_max is not None and not 0 <= cfg.replay_max <= 1:
             raise UserError(f"{where}.replay_max must be in [0, 1], got {cfg.replay_max}")
-        if cfg.pixel_range not in ("unit", "symmetric"):
+        module = isinstance(cfg, ModuleTiltRunConfig)
+        if cfg.pixel_range not in ("unit", "symmetric") and not (module and cfg.pixel_range is None):
             raise UserError(f"{where}.pixel_range must be unit or symmetric, got {cfg.pixel_range!r}")
-        if cfg.base == NO_BASE and not cfg.data:
+        if module and cfg.base:
+            raise UserError(f"{where}.base names a base run; a tilt of your own generator takes base_module or "
+                            f"tiltkit.fit_tilt(base, ...)")
+        if module and cfg.noise_shape is not None and not (cfg.noise_shape and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in cfg.noise_shape)):
+            raise UserError(f"{where}.noise_shape must be a list of positive ints, got {cfg.noise_shape!r}")
+        if not module and cfg.base == NO_BASE and not cfg.data:
             raise UserError(f"{where}: a pixel EBM (base: none) needs data: the data set to fit")
-        if cfg.base != NO_BASE and cfg.data:
+        if not module and cfg.base != NO_BASE and cfg.data:
             raise UserError(f"{where}.data is for a pixel EBM (base: none); a tilt on a base run uses the base's data")
         if cfg.eval_every < 0 or cfg.patience < 0:
             raise UserError(f"{where}.eval_every and .patience must be 0 or more")
@@ -253,20 +280,24 @@ def validate(cfg, where: str) -> None:
 
 
 def save_yaml(cfg, path: Path, kind: str) -> None:
-    from .training.checkpoint import atomic_write_text
     atomic_write_text(path, yaml.safe_dump({"kind": kind, **to_dict(cfg)}, sort_keys=False))
 
 
-CONFIGS = {"base": BaseRunConfig, "tilt": TiltRunConfig, "debm": DebmRunConfig}
-
-
-def load_yaml(path: Path):
-    """(kind, config) from a run's config.yaml."""
+def read_yaml(path: Path) -> tuple[str | None, dict]:
+    """(kind, options) of a run's config.yaml; the options are checked by `from_dict` with the kind's class."""
     try:
         values = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the run config ({exc.__class__.__name__})") from None
-    if not isinstance(values, dict) or values.get("kind") not in CONFIGS:
-        raise UserError(f"{path}: not a tiltkit run config (expected 'kind: base', 'kind: tilt' or 'kind: debm')")
-    kind = values.pop("kind")
-    return kind, from_dict(CONFIGS[kind], values, str(path))
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: not a tiltkit run config (expected a mapping with a 'kind')")
+    kind = values.pop("kind", None)
+    return kind if isinstance(kind, str) else None, values
+
+
+def read_config(path: Path, cls, kind: str):
+    """The config of class `cls` in `path`, which must be of kind `kind` (e.g. a tilt's base run)."""
+    found, values = read_yaml(path)
+    if found != kind:
+        raise UserError(f"{Path(path).parent} is a {found or 'unknown'} run: expected a {kind} run")
+    return from_dict(cls, values, str(path))

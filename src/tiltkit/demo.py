@@ -24,9 +24,9 @@ from .config import BaseRunConfig, TiltRunConfig
 from .data.toy import toy_split
 from .errors import UserError
 from .metrics import toy_metrics
-from .training import load_run, train_base, train_tilt
+from .api import load
+from .training import train_base, train_tilt
 from .training.checkpoint import atomic_write_text, list_checkpoints
-from .training.run import sample_run
 from .viz import demo_figure
 
 DATASETS = ("25gaussians", "swissroll")
@@ -73,8 +73,7 @@ def train_and_evaluate(base_cfg: BaseRunConfig, tilt_cfg: TiltRunConfig, out: Pa
     held_out = held_out[:n_samples]
     result = {"data": held_out, "metrics": {}, "samples": {}, "seconds": seconds}
     for label, run in ((base_cfg.model, base_cfg.model), ("tilted", "tilt")):
-        kind, cfg, model = load_run(out / run)
-        x = sample_run(kind, cfg, model, n_samples, torch.Generator().manual_seed(base_cfg.seed)).numpy()
+        x = load(out / run, device="cpu").sample(n_samples, base_cfg.seed).numpy()
         result["samples"][label] = x
         result["metrics"][label] = toy_metrics(x, held_out, dataset)
     seconds["total"] = time.perf_counter() - t0
@@ -98,6 +97,6 @@ def run_demo(out: Path, quick: bool = False, quiet: bool = False, base: str = "v
     metrics = {d: r["metrics"] for d, r in results.items()}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     rows = [{"name": d, "data": r["data"], "base": r["samples"][base], "base_name": base, "tilted": r["samples"]["tilted"],
-             "energy": load_run(out / d / "tilt")[2].energy} for d, r in results.items()]
+             "energy": load(out / d / "tilt", device="cpu").model.energy} for d, r in results.items()]
     demo_figure(rows, out / "demo.png")
     return metrics

@@ -1,5 +1,5 @@
 """DenoisingEBM: a σ-conditioned denoising autoencoder whose reconstruction error is an energy
-(Denoising-EBM, Zeng 2023; `../shared/papers/denoising-ebm.txt`). Equations numbered as in the paper.
+(Denoising-EBM, Zeng 2023). Equations numbered as in the paper.
 
 Images live in [−1, 1] (§5). With r_φ = g_β∘f_α the DAE and h_γ the semantic decoder (generators/dae.py):
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .data.images import PixelRange
 from .generators.dae import UNet
 from .generators.nets import image_decoder
+from .losses import contrastive_loss
 from .outputs import LossOutput
 from .samplers import SamplerConfig
 from .samplers import noise as nz
@@ -150,12 +151,8 @@ class DenoisingEBM(nn.Module):
         uc_pos, uc_neg = self.texture_energy(x, sigma, generator=generator), \
             self.texture_energy(x_neg.detach(), sigma, generator=generator)
         d = x[0].numel()
-
-        def cd(pos: Tensor, neg: Tensor) -> Tensor:
-            pos, neg = pos / d, neg / d
-            return pos.mean() - neg.mean() + alpha * (pos.pow(2) + neg.pow(2)).mean()
-
-        semantic, texture = cd(us_pos, us_neg), cd(uc_pos, uc_neg)
+        semantic = contrastive_loss(us_pos / d, us_neg / d, alpha).loss
+        texture = contrastive_loss(uc_pos / d, uc_neg / d, alpha, x_neg).loss
         metrics = {"us_pos": us_pos.mean().item(), "us_neg": us_neg.mean().item(),
                    "uc_pos": uc_pos.mean().item(), "uc_neg": uc_neg.mean().item(),
                    "semantic_gap": (us_neg.mean() - us_pos.mean()).item(),

@@ -34,3 +34,10 @@ class Standardize(nn.Module):
 
     def inverse(self, y: Tensor) -> Tensor:
         return y * self.scale + self.shift
+
+
+def fit_standardizers(module: nn.Module, x: Tensor) -> None:
+    """Fit every Standardize layer of `module` to training data x (a model without one is left as it is)."""
+    for layer in module.modules():
+        if isinstance(layer, Standardize):
+            layer.fit(x)

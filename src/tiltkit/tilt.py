@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
+from .generators.base import BaseModel, Capability
 from .samplers import SampleResult, SamplerConfig
 from .samplers import noise as nz
 from .samplers.compiled import CompileMode, compile_energy
@@ -28,15 +29,15 @@ from .samplers.noise import EnergyFn, Noise
 
 
 class TiltedModel(nn.Module):
-    def __init__(self, base: nn.Module, energy: nn.Module, use_mu: bool = False):
+    def __init__(self, base: BaseModel, energy: nn.Module, use_mu: bool = False):
         super().__init__()
         self.base = base
         self.energy = energy
         self.use_mu = use_mu
         self.joint = bool(getattr(energy, "joint", False))
-        if self.joint and not hasattr(base, "encode"):
-            raise ValueError(f"a joint energy E(x, z) needs a base with a latent z and an encoder, "
-                             f"not {type(base).__name__}")
+        if self.joint and Capability.ENCODE not in getattr(base, "capabilities", ()):  # a bare module declares none
+            raise ValueError(f"a joint energy E(x, z) needs a base with a latent z and an encoder (the "
+                             f"{Capability.ENCODE.value!r} capability), not {type(base).__name__}")
         self._compiled: dict[CompileMode, EnergyFn] = {}
 
     def forward(self, noise: Noise) -> Tensor:

@@ -78,7 +78,7 @@ class EnergyResBlock(nn.Module):
 class ConvEnergy(nn.Module):
     """x (B, C, H, W) -> E(x) (B,); lower energy = more likely."""
 
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
 
     def __init__(self, data_shape: tuple[int, int, int], channels: tuple[int, ...] = (64, 128), blocks: int = 3,
                  spectral_norm: bool = False, weight_norm: bool = False):
@@ -109,7 +109,7 @@ class ConvEnergy(nn.Module):
 class SmallConvEnergy(nn.Module):
     """x (B, C, H, W) -> E(x) (B,): three stride-2 3×3 convs (w, 2w, 4w) + SiLU, sum pool, linear."""
 
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
 
     def __init__(self, data_shape: tuple[int, int, int], width: int = 16, spectral_norm: bool = False,
                  weight_norm: bool = False):

@@ -19,7 +19,7 @@ from .conv import SmallConvEnergy, _wrapper, data_dependent_init
 class JointConvEnergy(nn.Module):
     """(x (B, C, H, W), z (B, d)) -> E(x, z) (B,); lower energy = more likely."""
 
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
     joint = True  # TiltedModel passes z along with x
 
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int, width: int = 16, hidden: int = 128,

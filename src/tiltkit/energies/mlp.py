@@ -32,6 +32,8 @@ class FourierFeatures(nn.Module):
 class MLPEnergy(nn.Module):
     """x (B, D) -> E(x) (B,); lower energy = more likely."""
 
+    image_model = False  # takes vectors (training.builders.build)
+
     def __init__(self, data_dim: int, hidden: int = 256, depth: int = 3, spectral_norm: bool = False,
                  fourier_features: int = 0, fourier_scale: float = 1.0):
         super().__init__()

@@ -1,7 +1,7 @@
 """PixelBox: the flat "base" of a pixel-space EBM (IGEBM; the tilting paper's "EBM on data").
 
 The base density is uniform on the pixel box [lo, hi]^D of the data's range, so tilting it gives
-the plain EBM p(x) ∝ 1[x ∈ box]·exp(−E(x)). In the Generator protocol (DESIGN.md):
+the plain EBM p(x) ∝ 1[x ∈ box]·exp(−E(x)). In the BaseModel protocol (DESIGN.md):
     sample_noise: x ~ U(box)   decode: identity   noise_energy: 0   log_likelihood: −D·log(hi − lo)
 Samplers keep chains in the box by clamping (SamplerConfig.clamp). It has no parameters and is
 never trained: `tiltkit train tilt --base none` builds one from the data's shape.
@@ -17,12 +17,14 @@ from torch import Tensor, nn
 from ..data.images import PixelRange
 from ..outputs import LossOutput
 from ..samplers.noise import Noise
+from .base import Capability
 
 BOUNDS = {PixelRange.UNIT: (0.0, 1.0), PixelRange.SYMMETRIC: (-1.0, 1.0)}
 
 
 class PixelBox(nn.Module):
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
+    capabilities = frozenset({Capability.DECODE_MEAN})  # log p_base is one constant: no likelihood to score with
 
     def __init__(self, data_shape: tuple[int, int, int], pixel_range: str = "unit"):
         super().__init__()

@@ -28,6 +28,7 @@ from ..data.images import PixelRange
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
+from .base import Capability
 from .bounds import LOG_2PI, elbo, importance_weighted_bound
 from .nets import image_decoder, image_encoder, split_size
 
@@ -38,7 +39,7 @@ class Likelihood(enum.Enum):
 
 
 class ConvVAE(nn.Module):
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
 
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int = 100, width: int = 32, arch: str = "dcgan",
                  likelihood: str = "bernoulli", sigma: str = "learned", init_log_sigma: float = -2.0,
@@ -54,6 +55,9 @@ class ConvVAE(nn.Module):
             raise ValueError("pixel_noise=True needs likelihood='gaussian': a Bernoulli decoder has no "
                              "reparameterizable pixel noise ε_x")
         self.pixel_range = PixelRange.UNIT if self.likelihood is Likelihood.BERNOULLI else PixelRange.SYMMETRIC
+        self.capabilities = frozenset({Capability.TRAINABLE, Capability.LIKELIHOOD, Capability.IMPORTANCE_WEIGHTED,
+                                       Capability.ENCODE, Capability.DECODE_MEAN}
+                                      | ({Capability.PIXEL_NOISE} if self.likelihood is Likelihood.GAUSSIAN else set()))
         self.sigma_mode = sigma
         self.encoder = image_encoder(self.data_shape, 2 * latent_dim, width, arch, norm)
         self.decoder = image_decoder(self.data_shape, latent_dim, width, arch, norm)
@@ -63,7 +67,7 @@ class ConvVAE(nn.Module):
         else:
             self.register_buffer("log_sigma", log_sigma)
 
-    # -- the Generator protocol -------------------------------------------------------
+    # -- the BaseModel protocol -------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Noise:
         ref = self.log_sigma
         eps_z = nz.randn((n, self.latent_dim), generator, ref)

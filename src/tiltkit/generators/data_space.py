@@ -4,7 +4,7 @@ A flow has an exact density, so the tilt p(x) ∝ p_flow(x)·exp(−E(x)) can be
 space with the potential
     U(x) = −log p_flow(x) + E(x),
 instead of in the flow's noise space, U(ε) = ½‖ε‖² + E(f⁻¹(ε)) (the two are the same law, pushed
-through x = f⁻¹(ε); the paper argues chains mix better in ε). In the Generator protocol (DESIGN.md):
+through x = f⁻¹(ε); the paper argues chains mix better in ε). In the BaseModel protocol (DESIGN.md):
     sample_noise: x = f⁻¹(ε), ε ~ N(0, I) (chains start on the flow's own samples)
     decode: identity   noise_energy: −log p_flow(x)   log_likelihood: the flow's
 For Glow, log p_flow is the density of the dequantized space [0, 1]^D (Glow.log_density); for RealNVP
@@ -18,18 +18,17 @@ from torch import Tensor, nn
 
 from ..outputs import LossOutput
 from ..samplers.noise import Noise
+from .base import BaseModel, Capability, require
 
 
 class FlowInDataSpace(nn.Module):
-    def __init__(self, flow: nn.Module):
+    capabilities = frozenset({Capability.LIKELIHOOD, Capability.DECODE_MEAN})
+
+    def __init__(self, flow: BaseModel):
         super().__init__()
-        if not hasattr(flow, "log_density"):
-            raise ValueError(f"sampling in data space needs a flow with an exact density (glow, realnvp); "
-                             f"{type(flow).__name__} has none")
+        require(flow, Capability.EXACT_DENSITY, "sampling in data space (a flow with an exact density: glow, realnvp)")
         self.flow = flow
-        self.image_model = getattr(flow, "image_model", False)
-        if hasattr(flow, "pixel_range"):
-            self.pixel_range = flow.pixel_range
+        self.data_shape, self.pixel_range = flow.data_shape, flow.pixel_range
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Noise:
         """x = f⁻¹(ε), ε ~ N(0, I): (n, *data_shape), detached."""

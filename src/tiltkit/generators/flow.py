@@ -37,6 +37,7 @@ from ..nn import Standardize, mlp
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
+from .base import Capability
 from .bounds import LOG_2PI
 
 
@@ -103,7 +104,7 @@ class InvConv1x1(nn.Module):
     """y = W x per pixel, W = P·L·(U + diag(sign·exp(log_s))); log|det| = H·W·Σ log_s.
 
     Initialized at a random rotation (QR of a Gaussian matrix, drawn from the global RNG like every
-    nn layer's weights; training.run.build seeds it), so log|det W| = 0 at the start.
+    nn layer's weights; training.builders.build seeds it), so log|det W| = 0 at the start.
     """
 
     def __init__(self, channels: int):
@@ -211,7 +212,9 @@ class Glow(nn.Module):
     chains cannot lower E by pushing pixels out of range. Training and densities never use decode.
     """
 
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
+    capabilities = frozenset({Capability.TRAINABLE, Capability.LIKELIHOOD, Capability.EXACT_DENSITY,
+                              Capability.DECODE_MEAN})
 
     def __init__(self, data_shape: tuple[int, int, int], n_blocks: int = 2, n_couplings: int = 16, hidden: int = 64,
                  n_bits: int = 8, learn_top: bool = True, coupling: Coupling | str = Coupling.AFFINE,
@@ -247,7 +250,7 @@ class Glow(nn.Module):
         self.top = nn.Parameter(torch.zeros(2 * c, h, w)) if learn_top else None  # (μ, log σ) of z_top
         self.register_buffer("_ref", torch.zeros(()), persistent=False)  # device and dtype of draws
 
-    # -- the Generator protocol -------------------------------------------------------
+    # -- the BaseModel protocol -------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Noise:
         """(ε_0, …, ε_top) ~ N(0, temperature²·I), shapes (n, *noise_shapes[i])."""
         return tuple(temperature * nz.randn((n, *shape), generator, self._ref) for shape in self.noise_shapes)
@@ -375,13 +378,18 @@ class RealNVP(nn.Module):
     Noise ε = z (B, D); decode(ε) = shift + scale·f⁻¹(ε); the loss is the mean −log p(x).
     """
 
+    capabilities = frozenset({Capability.TRAINABLE, Capability.LIKELIHOOD, Capability.EXACT_DENSITY,
+                              Capability.DECODE_MEAN})
+    image_model = False  # takes vectors (training.builders.build)
+    pixel_range = None  # points
+
     def __init__(self, dim: int, n_couplings: int = 8, hidden: int = 128, n_hidden_layers: int = 2):
         super().__init__()
-        self.dim = dim
+        self.dim, self.data_shape = dim, (dim,)
         self.standardize = Standardize(dim)
         self.flow = VectorCouplingFlow(dim, n_couplings, hidden, n_hidden_layers)
 
-    # -- the Generator protocol -------------------------------------------------------
+    # -- the BaseModel protocol -------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Noise:
         return temperature * nz.randn((n, self.dim), generator, self.standardize.shift)
 

@@ -15,7 +15,7 @@ the encoder shrinks its latents to make the flow's density arbitrarily high). Tw
 - MLPGLF (points, "glf-mlp"; the toy sets): MLP encoder/decoder on standardized data (fitted by
   training, as MLPVAE), rec = ½‖g(e(y)) − y‖² in standardized units y.
 
-Generator protocol: noise ε (B, d); decode(ε) = x̂(f⁻¹(ε)); noise_energy ½‖ε‖².
+BaseModel protocol: noise ε (B, d); decode(ε) = x̂(f⁻¹(ε)); noise_energy ½‖ε‖².
 log_likelihood(x) = log p_f(e(x)) is a density of the *latent code* of x, not of x: it is what the
 model offers for OOD scores, and is not comparable with a VAE's ELBO or a flow's log p(x).
 """
@@ -31,6 +31,7 @@ from ..nn import Standardize, mlp
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
+from .base import Capability
 from .flow import VectorCouplingFlow, gaussian_log_prob
 from .nets import image_decoder, image_encoder, split_size
 
@@ -39,13 +40,15 @@ class LatentFlowAE(nn.Module):
     """What both variants share: the latent flow, the protocol and the GLF loss. Subclasses set
     self.encoder / self.decoder and define `code(x)`, `reconstruct(z)` and `reconstruction_loss(x, z)`."""
 
+    capabilities = frozenset({Capability.TRAINABLE, Capability.LIKELIHOOD, Capability.ENCODE, Capability.DECODE_MEAN})
+
     def __init__(self, latent_dim: int, n_couplings: int, hidden: int, beta: float):
         super().__init__()
         self.latent_dim, self.beta = latent_dim, beta
         self.flow = VectorCouplingFlow(latent_dim, n_couplings, hidden, n_hidden_layers=1)
         self.register_buffer("_ref", torch.zeros(()), persistent=False)  # device and dtype of draws
 
-    # -- the Generator protocol -------------------------------------------------------
+    # -- the BaseModel protocol -------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Noise:
         """ε ~ N(0, temperature²·I), (n, d)."""
         return temperature * nz.randn((n, self.latent_dim), generator, self._ref)
@@ -90,7 +93,7 @@ class LatentFlowAE(nn.Module):
 
 
 class GLF(LatentFlowAE):
-    image_model = True  # takes (C, H, W) data, not vectors (training.run.build)
+    image_model = True  # takes (C, H, W) data, not vectors (training.builders.build)
 
     def __init__(self, data_shape: tuple[int, int, int], latent_dim: int = 64, width: int = 32, n_couplings: int = 4,
                  hidden: int = 256, beta: float = 1.0, arch: str = "dcgan", norm: str = "batch"):
@@ -115,10 +118,12 @@ class GLF(LatentFlowAE):
 
 
 class MLPGLF(LatentFlowAE):
+    image_model = False  # takes vectors (training.builders.build)
+
     def __init__(self, data_dim: int, latent_dim: int = 2, hidden: int = 256, depth: int = 3, n_couplings: int = 4,
                  flow_hidden: int = 256, beta: float = 1.0):
         super().__init__(latent_dim, n_couplings, flow_hidden, beta)
-        self.data_dim = data_dim
+        self.data_dim, self.data_shape, self.pixel_range = data_dim, (data_dim,), None
         self.standardize = Standardize(data_dim)
         self.encoder = mlp(data_dim, hidden, depth, latent_dim)
         self.decoder = mlp(latent_dim, hidden, depth, data_dim)

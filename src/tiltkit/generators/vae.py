@@ -17,21 +17,28 @@ from ..nn import Standardize, mlp
 from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
+from .base import Capability
 from .bounds import LOG_2PI, elbo, importance_weighted_bound
 
 
 class MLPVAE(nn.Module):
+    capabilities = frozenset({Capability.TRAINABLE, Capability.LIKELIHOOD, Capability.IMPORTANCE_WEIGHTED,
+                              Capability.ENCODE, Capability.DECODE_MEAN, Capability.PIXEL_NOISE})
+    image_model = False  # takes vectors (training.builders.build)
+    pixel_range = None  # points
+
     def __init__(self, data_dim: int, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
                  pixel_noise: bool = False, min_log_sigma: float = -6.0, init_log_sigma: float = -3.0):
         super().__init__()
         self.data_dim, self.latent_dim, self.pixel_noise = data_dim, latent_dim, pixel_noise
+        self.data_shape = (data_dim,)
         self.min_log_sigma = min_log_sigma
         self.standardize = Standardize(data_dim)
         self.encoder = mlp(data_dim, hidden, depth, 2 * latent_dim)
         self.decoder = mlp(latent_dim, hidden, depth, data_dim)
         self.log_sigma = nn.Parameter(torch.full((data_dim,), init_log_sigma))  # decoder σ, standardized units
 
-    # -- the Generator protocol -------------------------------------------------------
+    # -- the BaseModel protocol -------------------------------------------------------
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Noise:
         ref = self.log_sigma
         eps_z = nz.randn((n, self.latent_dim), generator, ref)

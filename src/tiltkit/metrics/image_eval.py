@@ -139,17 +139,3 @@ def inception_stats(inception: InceptionFeatures, data: ImageData, split: str, n
     path.parent.mkdir(parents=True, exist_ok=True)
     stats.save(path)
     return stats
-
-
-@torch.no_grad()
-def sample_images(model: nn.Module, kind: str, cfg, n: int, generator: torch.Generator, noise=None,
-                  chunk: int = 1000, quiet: bool = True) -> Tensor:
-    """n uint8 samples (N, C, H, W) of a loaded image run (base or tilted), on the CPU."""
-    from ..training.run import sample_run
-
-    base = model.base if kind == "tilt" else model
-    if not hasattr(base, "pixel_range"):
-        raise UserError("this run's model makes points, not images")
-    x = sample_run(kind, cfg, model, n, generator, chunk, noise, quiet)
-    return to_uint8(x, base.pixel_range).cpu()
-

@@ -8,7 +8,7 @@ Every score follows one convention: higher = more in-distribution.
     tilted   ELBO(x) − E(x), the tilted model's unnormalized log-density log p_base(x) − E(x)
     texture  −U_c(x, σ = 0.05), a Denoising-EBM's texture energy (Denoising-EBM paper §5.3)
 
-What a run offers (`available_scores`): a base VAE elbo, iwae; a VAE tilted by an energy all four;
+What a run offers (its Method's `scores`): a base VAE elbo, iwae; a VAE tilted by an energy all four;
 a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy only; a Denoising-EBM texture.
 
 OOD sets (`--ood`) are either made from the n in-distribution test images scored, with a torch.Generator
@@ -32,7 +32,6 @@ data by its content and by the traces of resizing.
 from __future__ import annotations
 
 import enum
-import inspect
 import itertools
 import math
 import warnings
@@ -49,7 +48,7 @@ from tqdm.auto import tqdm
 from ..data.images import IMAGE_SETS, ImageData, load_images, to_model_range
 from ..data.source import DataSource
 from ..errors import UserError
-from ..generators.box import PixelBox
+from ..generators.base import BaseModel, Capability
 
 
 class Score(str, enum.Enum):
@@ -87,60 +86,44 @@ GAUSSIAN_MEAN, GAUSSIAN_STD = 128.0, 64.0  # `gaussian`: per-pixel N(mean, std²
 
 # ---------------------------------------------------------------- which scores a run offers
 
-def base_of(kind: str, model: nn.Module) -> nn.Module:
-    return model.base if kind == "tilt" else model
+@dataclass
+class Scorer:
+    """What scoring needs of a loaded run (its Method's `scorer`): the model, its base, the scores it offers,
+    and how to name it in a message."""
+
+    model: nn.Module
+    base: BaseModel
+    offered: list[Score]
+    description: str
 
 
-def available_scores(kind: str, model: nn.Module) -> list[Score]:
-    """The scores a loaded run offers: a likelihood bound where its base has one, the energy where it has one;
-    a Denoising-EBM (kind "debm") its texture energy."""
-    if kind == "debm":
-        return [Score.TEXTURE]
-    base = base_of(kind, model)
-    likelihood = not isinstance(base, PixelBox)  # a flat box: log p_base(x) is the same for every x
-    scores = []
-    if likelihood:
-        scores.append(Score.ELBO)
-        if "n_importance" in inspect.signature(base.log_likelihood).parameters:
-            scores.append(Score.IWAE)
-    if kind == "tilt":
-        scores.append(Score.ENERGY)
-        if likelihood:
-            scores.append(Score.TILTED)
-    return scores
+def likelihood_scores(base: BaseModel) -> list[Score]:
+    """The likelihood scores a base offers: elbo where it has a log-likelihood (bound), iwae where that bound
+    takes importance samples. A flat PixelBox has none: its log p_base(x) is the same for every x."""
+    scores = [Score.ELBO] if Capability.LIKELIHOOD in base.capabilities else []
+    return scores + ([Score.IWAE] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else [])
 
 
-def describe_run(kind: str, model: nn.Module) -> str:
-    base = type(base_of(kind, model)).__name__
-    if kind == "debm":
-        return "a Denoising-EBM run"
-    if kind != "tilt":
-        return f"a base run ({base})"
-    return "a pixel EBM (flat PixelBox base)" if base == "PixelBox" else f"a tilted run (energy on a {base})"
-
-
-def check_scores(scores: list[Score], kind: str, model: nn.Module) -> None:
-    offered = available_scores(kind, model)
-    missing = [s for s in scores if s not in offered]
+def check_scores(scores: list[Score], scorer: Scorer) -> None:
+    missing = [s for s in scores if s not in scorer.offered]
     if missing:
-        has = ", ".join(s.value for s in offered) or "no OOD score"
-        raise UserError(f"score {missing[0].value} is not offered by {describe_run(kind, model)}; it offers: {has}")
+        has = ", ".join(s.value for s in scorer.offered) or "no OOD score"
+        raise UserError(f"score {missing[0].value} is not offered by {scorer.description}; it offers: {has}")
 
 
-def parse_scores(text: str | None, kind: str, model: nn.Module) -> list[Score]:
+def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
     """`--scores elbo,energy` as Scores, checked against the run; None: every score the run offers."""
     if text is None:
-        scores = available_scores(kind, model)
-        if not scores:
-            raise UserError(f"{describe_run(kind, model)} offers no OOD score")
-        return scores
+        if not scorer.offered:
+            raise UserError(f"{scorer.description} offers no OOD score")
+        return list(scorer.offered)
     names = [t.strip() for t in text.split(",") if t.strip()]
     try:
         scores = list(dict.fromkeys(Score(t) for t in names or [""]))  # nothing named: the error below
     except ValueError:
         raise UserError(f"--scores {text!r}: expected a comma-separated list of "
                         f"{', '.join(s.value for s in Score)}") from None
-    check_scores(scores, kind, model)
+    check_scores(scores, scorer)
     return scores
 
 
@@ -151,7 +134,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def compute_scores(model: nn.Module, kind: str, x: Tensor, scores: list[Score],
+def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score],
                    generator: torch.Generator | None = None, batch: int = BATCH, iw_samples: int = IW_SAMPLES,
                    quiet: bool = True, desc: str = "scores") -> dict[Score, np.ndarray]:
     """Each score of images x, batch by batch under no_grad: {score: float64 array (N,)}.
@@ -160,8 +143,8 @@ def compute_scores(model: nn.Module, kind: str, x: Tensor, scores: list[Score],
     Random draws (z ~ q(z | x)) come from `generator`, on the model's device. `tilted` reuses the
     batch's ELBO draw, so tilted = elbo + energy exactly when all three are asked for.
     """
-    check_scores(scores, kind, model)
-    base = base_of(kind, model)
+    check_scores(scores, scorer)
+    model, base = scorer.model, scorer.base
     device = _device(model)
     need_elbo = Score.ELBO in scores or Score.TILTED in scores
     need_energy = Score.ENERGY in scores or Score.TILTED in scores
@@ -366,7 +349,7 @@ def draw_sets(test_x: Tensor, in_name: str, ood: list[str], shape: tuple[int, in
     return x_in, sets
 
 
-def run_ood(model: nn.Module, kind: str, in_source: DataSource, ood: list[str], scores: list[Score] | None = None,
+def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[Score] | None = None,
             n: int | None = None, seed: int = 0, data_dir: str | None = None, iw_samples: int = IW_SAMPLES,
             sigma: float = NOISE_SIGMA, batch: int = BATCH, quiet: bool = True) -> OODReport:
     """Score n in-distribution test images and n images of each OOD set; detection metrics per set and score.
@@ -376,11 +359,11 @@ def run_ood(model: nn.Module, kind: str, in_source: DataSource, ood: list[str], 
     "stats": {"in": {score: {"mean", "std"}}, "ood": {set: {score: {"mean", "std"}}}}}.
     Every OOD set is loaded or made before any scoring, so bad input fails fast.
     """
-    base = base_of(kind, model)
-    if not hasattr(base, "pixel_range"):
+    base = scorer.base
+    if base.pixel_range is None:
         raise UserError("OOD scoring is for image runs; this run models points")
-    scores = scores if scores is not None else available_scores(kind, model)
-    check_scores(scores, kind, model)
+    scores = scores if scores is not None else scorer.offered
+    check_scores(scores, scorer)
     test = in_source.images("test")
     shape = tuple(base.data_shape)
     if tuple(test.shape) != shape:
@@ -392,11 +375,11 @@ def run_ood(model: nn.Module, kind: str, in_source: DataSource, ood: list[str], 
         raise UserError(f"--n {n}: OOD metrics need at least {MIN_N} images per set")
     x_in, sets = draw_sets(test.x, in_source.name, ood, shape, n, seed, data_dir, sigma)
 
-    device = _device(model)
+    device = _device(scorer.model)
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:
         gen = torch.Generator(device).manual_seed(seed)  # the same draws for every set: paired for noisy/vflip
-        values = compute_scores(model, kind, x, scores, gen, batch, iw_samples, quiet, desc=f"scores: {what}")
+        values = compute_scores(scorer, x, scores, gen, batch, iw_samples, quiet, desc=f"scores: {what}")
         for s, v in values.items():
             if not np.isfinite(v).all():
                 raise UserError(f"score {s.value} on {what}: {int((~np.isfinite(v)).sum())} of {len(v)} values "

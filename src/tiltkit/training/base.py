@@ -1,4 +1,4 @@
-"""Fit a base generator by minimizing its own loss (a VAE: the negative ELBO) with Adam."""
+"""Fit a base generator by minimizing its own loss (a VAE: the negative ELBO) with Adam; the base Method."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
 from ..config import BaseRunConfig
 from ..data.source import DataSource
+from ..devices import resolve_device
 from ..errors import UserError
+from ..generators import Capability, require
+from ..metrics.ood import Score, likelihood_scores
+from ..nn import fit_standardizers
 from ..precision import MixedPrecision
+from .builders import build_base
 from .distributed import Distributed
 from .loop import RunState, run_steps
-from .run import build_base, prepare_run_dir, resolve_device
+from .method import Method
+from .rundir import prepare_run_dir
 
 
 def cosine_lr(cfg: BaseRunConfig):
@@ -33,15 +41,15 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
     source = DataSource.of(cfg)
     shape = tuple(source.images("train").shape) if source.is_image else (source.points("train", 1).shape[1],)
     model = build_base(cfg, shape).to(device)
-    x_train = source.tensor("train", cfg.n_train, getattr(model, "pixel_range", None)).to(device)
+    require(model, Capability.TRAINABLE, f"tiltkit train base --model {cfg.model}")
+    x_train = source.tensor("train", cfg.n_train, model.pixel_range).to(device)
     if cfg.hflip and not source.is_image:
         raise UserError("hflip: random horizontal flips are for images, not points")
     out = prepare_run_dir(out, resume, dist)  # only once every input has been checked
-    if hasattr(model, "standardize"):
-        model.standardize.fit(x_train)
+    fit_standardizers(model, x_train)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     data_gen, gen = dist.generators(cfg.seed, device)
-    run = RunState(out, cfg, "base", {"base": model}, opt, data_gen, gen,
+    run = RunState(out, cfg, BASE.kind, BASE.modules(model), opt, data_gen, gen,
                    MixedPrecision(cfg.precision, device), dist, shape,
                    sched=torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg)))
     first = run.begin(resume)
@@ -61,3 +69,40 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
 
     run_steps(run, first, cfg.steps, step_fn, cfg.checkpoint_every, quiet, desc=f"base {cfg.model}")
     return model.eval()
+
+
+class BaseMethod(Method):
+    """A base run: a generator fitted to data; its samples are its own, x = T(ε), ε ~ N(0, I)."""
+
+    kind = command = "base"
+    config_class = BaseRunConfig
+    label = "base"
+    help = "fit a base generator to data"
+    cli_options = {"data": "toy set name or .npy/.csv file of points (N, D); or image set (mnist, fashion-mnist, "
+                           "cifar10, svhn), image folder or .npy/.npz of images",
+                   "data_dir": "where to look for an image set first",
+                   "image_size": "image folders: centre-crop and resize to this",
+                   "model": "base model (vae for points, conv-vae for images)"}
+
+    def check_command_line(self, cfg: BaseRunConfig, given_data: bool) -> None:
+        if not given_data:
+            raise UserError("train base: --data is required (a toy or image set name, a file or an image folder)")
+
+    def train(self, cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool = False,
+              dist: Distributed = Distributed()) -> nn.Module:
+        return train_base(cfg, out, resume, quiet, dist)
+
+    def build(self, run_dir: Path, cfg: BaseRunConfig, data_shape: tuple[int, ...]) -> nn.Module:
+        return build_base(cfg, data_shape)
+
+    def modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        return {"base": model}
+
+    def scores(self, model: nn.Module) -> list[Score]:
+        return likelihood_scores(model)
+
+    def describe(self, model: nn.Module) -> str:
+        return f"a base run ({type(model).__name__})"
+
+
+BASE = BaseMethod()

@@ -141,14 +141,24 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
+def read_weights(path: Path, map_location="cpu") -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint `path` ("module.name": tensor), checksum checked."""
+    verify(path, ("weights.safetensors",))
+    return _load_weights(Path(path), map_location)
+
+
+def _load_weights(path: Path, map_location) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / "weights.safetensors"), device=str(map_location))
+    except (OSError, SafetensorError, RuntimeError, EOFError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc.__class__.__name__})") from None
+
+
 def load_checkpoint(path: Path, modules: dict[str, nn.Module], map_location="cpu") -> dict:
     """Load weights into `modules` (strict) and return the state dict saved beside them."""
     path = Path(path)
     verify(path)
-    try:
-        tensors = load_file(str(path / "weights.safetensors"), device=str(map_location))
-    except (OSError, SafetensorError, RuntimeError, EOFError, ValueError) as exc:
-        raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc.__class__.__name__})") from None
+    tensors = _load_weights(path, map_location)
     state = _load_state(path, map_location)
     for name, module in modules.items():
         prefix = f"{name}."

@@ -1,4 +1,5 @@
-"""Train a Denoising-EBM by its Algorithm 1 (Denoising-EBM paper §4.2; the math is in tiltkit/denoising.py).
+"""Train a Denoising-EBM by its Algorithm 1 (Denoising-EBM paper §4.2; the math is in tiltkit/denoising.py);
+the debm Method.
 
 The first `pretrain_steps` iterations are one reconstruction step each (a DAE and decoder that already
 denoise before the energies are contrasted; not in the paper). Each later iteration:
@@ -14,18 +15,20 @@ from pathlib import Path
 
 import torch
 
+from torch import Tensor, nn
+
 from ..config import DebmRunConfig
 from ..data.source import DataSource
 from ..denoising import DenoisingEBM
+from ..devices import resolve_device
 from ..errors import UserError
+from ..metrics.ood import Score
 from ..precision import MixedPrecision
+from .builders import build_debm
 from .distributed import Distributed
 from .loop import RunState, run_steps
-from .run import build, prepare_run_dir, resolve_device
-
-
-def build_debm(cfg: DebmRunConfig, data_shape: tuple[int, ...]) -> DenoisingEBM:
-    return build({"debm": DenoisingEBM}, "debm", cfg.model_kwargs, data_shape, cfg.seed, "Denoising-EBM")
+from .method import Method
+from .rundir import prepare_run_dir
 
 
 def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool = False,
@@ -42,7 +45,7 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     out = prepare_run_dir(out, resume, dist)  # only once every input has been checked
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     data_gen, gen = dist.generators(cfg.seed, device)
-    run = RunState(out, cfg, "debm", {"model": model}, opt, data_gen, gen,
+    run = RunState(out, cfg, DEBM.kind, DEBM.modules(model), opt, data_gen, gen,
                    MixedPrecision(cfg.precision, device), dist, shape, samplers=("latent_sampler", "pixel_sampler"))
     first = run.begin(resume)
     amp = run.amp
@@ -73,3 +76,58 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
 
     run_steps(run, first, cfg.steps, step_fn, cfg.checkpoint_every, quiet, desc="denoising-ebm")
     return model.eval()
+
+
+class DebmMethod(Method):
+    """A Denoising-EBM run: two-stage samples (semantic chains on U_s, then texture chains on U_c) and the
+    texture energy as its OOD score."""
+
+    kind = command = "debm"
+    config_class = DebmRunConfig
+    label = "Denoising-EBM"
+    help = "fit a Denoising-EBM (DAE energies, Algorithm 1)"
+    cli_options = {"data": "image set (mnist, fashion-mnist, cifar10, svhn), image folder or array file",
+                   "data_dir": "where to look for an image set first",
+                   "image_size": "image folders: centre-crop and resize to this"}
+
+    def train(self, cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool = False,
+              dist: Distributed = Distributed()) -> DenoisingEBM:
+        return train_debm(cfg, out, resume, quiet, dist)
+
+    def build(self, run_dir: Path, cfg: DebmRunConfig, data_shape: tuple[int, ...]) -> DenoisingEBM:
+        return build_debm(cfg, data_shape)
+
+    def modules(self, model: DenoisingEBM) -> dict[str, nn.Module]:
+        return {"model": model}
+
+    def draw(self, cfg: DebmRunConfig, model: DenoisingEBM, noise: Tensor, generator: torch.Generator) -> Tensor:
+        return model.sample(len(noise), cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator,
+                            cfg.sample_sigma, z0=noise).x
+
+    def with_sampling(self, cfg: DebmRunConfig, model: DenoisingEBM, steps: int | None = None,
+                      step_size: float | None = None, data_space: bool = False) -> tuple[DebmRunConfig, DenoisingEBM]:
+        if steps is not None or step_size is not None or data_space:
+            raise UserError("--space, --steps and --step-size set a tilted run's sampler; a debm run samples with its "
+                            "config's sample_latent_sampler and sample_pixel_sampler")
+        return cfg, model
+
+    def trajectory(self, cfg: DebmRunConfig, model: DenoisingEBM, n: int, every: int,
+                   generator: torch.Generator) -> list[Tensor]:
+        """h(z_t) through the semantic stage, then x_t through the texture stage (paper Fig. 5)."""
+        return model.sample(n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator, cfg.sample_sigma,
+                            return_trajectory=True, every=every).trajectory
+
+    def compare(self, cfg: DebmRunConfig, model: DenoisingEBM, n: int,
+                generator: torch.Generator) -> list[tuple[str, Tensor]]:
+        """Semantic images x⁰ = h(z_K) and the two-stage samples x_T of the same chains."""
+        result = model.sample(n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator, cfg.sample_sigma)
+        return [("semantic image h(z_K)", result.semantic), ("two-stage sample x_T", result.x)]
+
+    def scores(self, model: DenoisingEBM) -> list[Score]:
+        return [Score.TEXTURE]
+
+    def describe(self, model: DenoisingEBM) -> str:
+        return "a Denoising-EBM run"
+
+
+DEBM = DebmMethod()

@@ -3,7 +3,7 @@
     torchrun --standalone --nproc-per-node 2 -m tiltkit train tilt --base RUN --out RUN2
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; `launch` joins the process
-group (NCCL on CUDA, gloo on CPU), and `run.resolve_device` maps `auto`/`cuda` to the process's own
+group (NCCL on CUDA, gloo on CPU), and `devices.resolve_device` maps `auto`/`cuda` to the process's own
 GPU, cuda:LOCAL_RANK. Without torchrun every call here is the single-process identity, so one code
 path serves both.
 
@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ..devices import resolve_device
 
 RANK_SEED_STRIDE = 1_000_003  # rank r's sampler seed is seed + r·stride: streams far apart, rank 0 unchanged
 
@@ -138,8 +140,6 @@ def _to_cpu(obj):
 def launch(device_name: str):
     """This process's Distributed; joins the torchrun job if there is one (NCCL when `device_name` resolves
     to a GPU, gloo otherwise) and leaves it on exit."""
-    from .run import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 or dist.is_initialized():
         yield Distributed()

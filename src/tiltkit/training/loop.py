@@ -38,7 +38,7 @@ from ..errors import DivergenceError, Interrupted, UserError
 from ..precision import MixedPrecision
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import Distributed
-from .run import MetricsLog
+from .rundir import MetricsLog
 
 SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept", "semantic_gap", "texture_gap")  # live figures on the progress bar
 ROLLBACK_SEED_STRIDE = 7919  # rollback k reseeds the generators with seed + k·stride

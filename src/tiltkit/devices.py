@@ -1,0 +1,27 @@
+"""Devices: `--device auto` picks cuda, then mps, then cpu; nothing in tiltkit hard-codes "cuda"."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu. Under torchrun (LOCAL_RANK set), 'auto' and 'cuda' are the
+    process's own GPU, cuda:LOCAL_RANK."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    if name == "auto":
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
