@@ -90,10 +90,12 @@ def test_load_refuses_another_generator_and_a_missing_one(own_run):
     out, _ = own_run
     with pytest.raises(UserError, match="other weights: 4 of 4 tensors differ"):
         tiltkit.load(out, base=toy_generator(seed=1))
-    with pytest.raises(UserError, match="records no factory: pass it"):
+    with pytest.raises(UserError, match="records no factory: pass the generator"):
         tiltkit.load(out)
-    with pytest.raises(UserError, match="shape"):
+    with pytest.raises(UserError, match="samples of shape"):
         tiltkit.load(out, base=nn.Sequential(nn.Linear(2, 3)))
+    with pytest.raises(UserError, match="another base: 2 tensor names differ"):
+        tiltkit.load(out, base=nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 2), nn.Tanh(), nn.Linear(2, 2)))
     assert main(["sample", str(out), "--n", "5", "--out", "/tmp/never.npy"]) == 2
 
 
@@ -106,6 +108,11 @@ def test_scores_offered_by_the_base(own_run):
     np.testing.assert_allclose(scores["tilted"], scores["elbo"] + scores["energy"], rtol=1e-6)
     with pytest.raises(UserError, match="iwae is not offered"):
         run.score(points(30), scores="iwae")
+    # a capability is asked for only by the feature that needs it: chains in x need an exact density
+    in_data = tiltkit.load(out, base=with_density).with_sampling(data_space=True).sample(20, seed=0)
+    assert in_data.shape == (20, 2) and torch.isfinite(in_data).all()
+    with pytest.raises(UserError, match="exact density.*'exact-density' capability; ModuleBase does not have it"):
+        run.with_sampling(data_space=True)
 
 
 def test_fit_tilt_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
@@ -173,6 +180,8 @@ def test_a_user_energy_module_trains_and_must_be_passed_again(tmp_path):
     (lambda: tiltkit.fit_tilt(tiltkit.as_base(toy_generator(), (2,)), np.full((10, 2), np.nan), "/tmp/x"),
      "10 of 10 examples hold NaN"),
     (lambda: tiltkit.fit_tilt(toy_generator(), points(), "/tmp/x"), "tiltkit.as_base"),
+    (lambda: tiltkit.fit_tilt(tiltkit.as_base(toy_generator(), (2,)), points(), "/tmp/x", use_mu=True),
+     "use_mu .* needs a base with the 'decode-mean' capability"),
     (lambda: tiltkit.fit_tilt(tiltkit.as_base(toy_generator(), (2,)), points(), "/tmp/x", lrr=1), "unknown key 'lrr'"),
 ])
 def test_bad_input_is_one_clear_error(make, match):

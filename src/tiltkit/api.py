@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import ModuleTiltRunConfig, from_dict, save_yaml, to_dict
-from .data.images import to_uint8
+from .data.images import PixelRange, to_uint8
 from .data.source import DataSource
-from .devices import resolve_device
+from .devices import device_of, resolve_device
 from .errors import UserError
 from .generators import BaseModel, ModuleBase
 from .methods import read_run
@@ -58,7 +58,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return next(iter([*self.model.parameters(), *self.model.buffers()]), torch.empty(0)).device
+        return device_of(self.model)
 
     def generator(self, seed: int) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(seed)
@@ -80,11 +80,11 @@ class Run:
     def images(self, n: int, seed: int = 0, *, generator: torch.Generator | None = None, noise: Noise | None = None,
                chunk: int = 1000, quiet: bool = True) -> Tensor:
         """n samples as uint8 images (n, C, H, W) on the CPU."""
-        pixel_range = self.pixel_range()
+        pixel_range = self._pixel_range()
         return to_uint8(self.sample(n, seed, generator=generator, noise=noise, chunk=chunk, quiet=quiet),
                         pixel_range).cpu()
 
-    def pixel_range(self):
+    def _pixel_range(self) -> PixelRange:
         if self.base.pixel_range is None:
             raise UserError(f"{self.dir}: this run's model makes points, not images")
         return self.base.pixel_range
@@ -114,7 +114,7 @@ class Run:
         name = data or cfg.data
         if name is None:
             raise UserError(f"{self.dir} was trained on an array given in Python: name the data to compare with "
-                            f"(--data NAME_OR_FILE)")
+                            f"(eval --data, ood --in: a data set name or file)")
         return DataSource(name, data_dir or cfg.data_dir, cfg.image_size)
 
     def with_sampling(self, steps: int | None = None, step_size: float | None = None,
@@ -125,13 +125,13 @@ class Run:
 
     def trajectory(self, n: int, every: int, seed: int = 0) -> list[Tensor]:
         """uint8 frames (n, C, H, W) of n chains every `every` steps (a tilted or debm run)."""
-        pixel_range = self.pixel_range()
+        pixel_range = self._pixel_range()
         frames = self.method.trajectory(self.cfg, self.model, n, every, self.generator(seed))
         return [to_uint8(f, pixel_range).cpu() for f in frames]
 
     def compare(self, n: int, seed: int = 0) -> list[tuple[str, Tensor]]:
         """[(caption, uint8 images)]: base and tilted samples (a debm run: semantic and two-stage) of the same chains."""
-        pixel_range = self.pixel_range()
+        pixel_range = self._pixel_range()
         return [(label, to_uint8(x, pixel_range).cpu())
                 for label, x in self.method.compare(self.cfg, self.model, n, self.generator(seed))]
 
@@ -151,7 +151,7 @@ def load(run_dir: str | Path, base: ModuleBase | nn.Module | None = None, energy
 
 
 def fit_tilt(base: ModuleBase, data, out: str | Path, steps: int | None = None, seed: int | None = None, *,
-             resume: bool = False, quiet: bool = True, **options) -> Run:
+             resume: bool = False, quiet: bool = False, **options) -> Run:
     """Train an energy E on your frozen generator, p(x) ∝ p_base(x)·exp(−E(x)), into run directory `out`.
 
     base: from `as_base`. data: a tensor or array (N, *data_shape) (floats in the base's range, or uint8
@@ -159,7 +159,8 @@ def fit_tilt(base: ModuleBase, data, out: str | Path, steps: int | None = None, 
     (energy, energy_kwargs, lr, alpha, train_sampler, sample_sampler, persistent, precision, on_divergence,
     device, …), over defaults picked from the data's shape; `energy` may be your own nn.Module.
     resume: continue the run in `out` from its last checkpoint if it has one (options must match the run's,
-    `steps` may extend it). Under torchrun each process calls fit_tilt and trains its share (DDP).
+    `steps` may extend it). quiet: no progress bar. Under torchrun each process calls fit_tilt and trains its
+    share (DDP).
     """
     if not isinstance(base, ModuleBase):
         raise UserError(f"fit_tilt: base must come from tiltkit.as_base(generator, noise_shape=...), "

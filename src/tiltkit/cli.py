@@ -3,6 +3,7 @@
     tiltkit train base --data NAME_OR_PATH [--data-dir D] --model vae|conv-vae --out DIR [--steps N] [--seed S]
     tiltkit train tilt --base DIR --out DIR2 [--steps N] [--seed S] [--resume]
     tiltkit train tilt --base none --data NAME --out DIR2     (a pixel EBM: flat prior on the pixel box)
+    tiltkit train tilt --base-module MODULE:FACTORY --data NAME_OR_PATH --out DIR2   (your own generator)
     tiltkit train debm --data NAME --out DIR [--config configs/fashion_debm.yaml]   (a Denoising-EBM)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
@@ -11,6 +12,7 @@
 
 Options flow into the run's config class (config.py): defaults, then `--config FILE.yaml`,
 then `--set key=value`, then the named flags. Bad input: one line on stderr, exit code 2.
+Each `train` subcommand and what a run can do come from its Method in the registry (methods.py).
 """
 
 from __future__ import annotations

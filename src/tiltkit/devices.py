@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
+from torch import nn
 
 from .errors import UserError
 
@@ -25,3 +27,8 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU for a model with neither)."""
+    return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device

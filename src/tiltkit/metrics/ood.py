@@ -32,7 +32,6 @@ data by its content and by the traces of resizing.
 from __future__ import annotations
 
 import enum
-import itertools
 import math
 import warnings
 import zlib
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import IMAGE_SETS, ImageData, load_images, to_model_range
 from ..data.source import DataSource
+from ..devices import device_of
 from ..errors import UserError
 from ..generators.base import BaseModel, Capability
 
@@ -129,10 +129,6 @@ def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
 
 # ---------------------------------------------------------------- scoring
 
-def _device(model: nn.Module) -> torch.device:
-    return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-
-
 @torch.no_grad()
 def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score],
                    generator: torch.Generator | None = None, batch: int = BATCH, iw_samples: int = IW_SAMPLES,
@@ -145,7 +141,7 @@ def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score],
     """
     check_scores(scores, scorer)
     model, base = scorer.model, scorer.base
-    device = _device(model)
+    device = device_of(model)
     need_elbo = Score.ELBO in scores or Score.TILTED in scores
     need_energy = Score.ENERGY in scores or Score.TILTED in scores
     parts: dict[Score, list[Tensor]] = {s: [] for s in scores}
@@ -375,7 +371,7 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
         raise UserError(f"--n {n}: OOD metrics need at least {MIN_N} images per set")
     x_in, sets = draw_sets(test.x, in_source.name, ood, shape, n, seed, data_dir, sigma)
 
-    device = _device(scorer.model)
+    device = device_of(scorer.model)
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:
         gen = torch.Generator(device).manual_seed(seed)  # the same draws for every set: paired for noisy/vflip

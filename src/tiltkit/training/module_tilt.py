@@ -113,8 +113,9 @@ def same_weights(checkpoint: Path, module: nn.Module, run_dir: Path) -> None:
     stored = {k[len("base."):]: v for k, v in read_weights(checkpoint).items() if k.startswith("base.")}
     given = module.state_dict()
     if set(stored) != set(given):
-        raise UserError(f"{run_dir} was trained on another generator: its tensors are not the ones saved "
-                        f"({len(set(stored) ^ set(given))} names differ)")
+        odd = sorted(set(stored) ^ set(given))
+        raise UserError(f"{run_dir} was trained on another base: {len(odd)} tensor names differ (e.g. {odd[0]}); "
+                        f"pass the generator, with the same as_base(...) parts, it was trained on")
     differ = [k for k, v in given.items() if v.shape != stored[k].shape or not torch.equal(v.cpu(), stored[k])]
     if differ:
         raise UserError(f"{run_dir} was trained on a generator with other weights: {len(differ)} of {len(given)} "
@@ -175,8 +176,9 @@ class ModuleTiltMethod(TiltMethod):
         """The user's base: as given (a bare generator is wrapped with the recorded noise shape), else the factory's."""
         if base is None:
             if cfg.base_module is None:
-                raise UserError("this run tilts your own generator and records no factory: pass it, "
-                                "tiltkit.load(run, base=generator)")
+                raise UserError("this run tilts your own generator and records no factory: pass the generator, "
+                                "tiltkit.load(run, base=generator) (or fit_tilt(as_base(generator, ...), ..., "
+                                "resume=True) to train on)")
             return base_from_factory(cfg.base_module, cfg.noise_shape, cfg.pixel_range)
         if isinstance(base, ModuleBase):
             return base
