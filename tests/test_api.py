@@ -99,6 +99,14 @@ def test_load_refuses_another_generator_and_a_missing_one(own_run):
     assert main(["sample", str(out), "--n", "5", "--out", "/tmp/never.npy"]) == 2
 
 
+def test_evaluate_from_python_names_the_data_of_an_array_run(own_run):
+    _, run = own_run
+    with pytest.raises(UserError, match="trained on an array given in Python"):
+        run.evaluate()
+    result = run.evaluate(data="25gaussians", n=300)
+    assert result["n"] == 300 and result["mmd"] > 0 and result["modes"] >= 0
+
+
 def test_scores_offered_by_the_base(own_run):
     out, run = own_run
     assert set(run.score(points(30))) == {"energy"}

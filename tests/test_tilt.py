@@ -57,7 +57,7 @@ def assert_gaussian(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, n_se
 # Linear-Gaussian base and quadratic energy
 # --------------------------------------------------------------------------------------
 class LinearBase(nn.Module):
-    """z ~ N(0, I_d), x = Az + b: the Generator protocol's sampling half."""
+    """z ~ N(0, I_d), x = Az + b: the BaseModel protocol's sampling half."""
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
         super().__init__()

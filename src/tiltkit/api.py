@@ -28,7 +28,9 @@ from .devices import device_of, resolve_device
 from .errors import UserError
 from .generators import BaseModel, ModuleBase
 from .methods import read_run
-from .metrics.ood import BATCH, IW_SAMPLES, Score, Scorer, compute_scores, parse_scores
+from .metrics import toy_metrics
+from .metrics.image_eval import check_shape, evaluate_images, parse_metrics
+from .metrics.ood import BATCH, IW_SAMPLES, OODReport, Score, Scorer, compute_scores, parse_scores, run_ood
 from .samplers import noise as nz
 from .samplers.noise import Noise
 from .training.distributed import launch
@@ -107,6 +109,41 @@ class Run:
                             f"{tuple(scorer.base.data_shape)}")
         values = compute_scores(scorer, x, chosen, self.generator(seed), batch, iw_samples)
         return {s.value: v for s, v in values.items()}
+
+    def evaluate(self, data: str | None = None, data_dir: str | None = None, metrics: str = "fid,kid,prdc,classes",
+                 n: int | None = None, seed: int = 0, quiet: bool = True) -> dict:
+        """Sample-quality figures of n samples against held-out data (`tiltkit eval`), as a dict.
+
+        Points (default n = 2,000): the toy metrics (MMD², EMD; modes for 25-Gaussians) against the test
+        points. Images (default n = 10,000): `metrics` among fid, kid, prdc, classes (domain features) and
+        inception-fid, with the floor of real training images (metrics/image_eval.py).
+        """
+        source = self.data_source(data, data_dir)
+        if not source.is_image:
+            n = n or 2000
+            held_out = source.points("test").numpy()
+            x = self.sample(n, seed).cpu().numpy()
+            if x.ndim != 2 or x.shape[1] != held_out.shape[1]:
+                raise UserError(f"--data {source.name} has dimension {held_out.shape[1]}, the run's samples "
+                                f"have shape {x.shape[1:]}")
+            return {"data": source.name, "n": n, **toy_metrics(x, held_out, source.name)}
+        chosen, n = parse_metrics(metrics), n or 10_000
+        with torch.no_grad():  # one decoded sample: a shape mismatch is reported before any long work
+            check_shape(self.model.decode(self.model.sample_noise(1)), source.images("test"), source.name)
+        report = evaluate_images(self.images(n, seed, quiet=quiet), source, chosen, quiet=quiet)
+        return {"data": source.name, "source": source.images("test").source, "n": n,
+                "metrics": [m.value for m in chosen], **report}
+
+    def ood(self, sets: list[str], scores: list[Score] | None = None, in_data: str | None = None,
+            n: int | None = None, seed: int = 0, data_dir: str | None = None, iw_samples: int = IW_SAMPLES,
+            quiet: bool = True) -> tuple[DataSource, OODReport]:
+        """(in-distribution source, report) of `tiltkit ood`: n test images of the run's data (or `in_data`) and
+        n of each OOD set (metrics/ood.py: uniform, noisy, interp, …, or data names), scored and compared."""
+        own = in_data is None or in_data == self.method.data_config(self.dir, self.cfg).data
+        source = self.data_source(data_dir=data_dir) if own else DataSource(in_data, data_dir)
+        if not source.is_image:
+            raise UserError(f"--in {source.name}: OOD scoring needs an image set")
+        return source, run_ood(self.scorer, source, sets, scores, n, seed, data_dir, iw_samples, quiet=quiet)
 
     def data_source(self, data: str | None = None, data_dir: str | None = None) -> DataSource:
         """The data the run was trained on (or `data`), as a DataSource."""

@@ -24,20 +24,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from . import viz
-from .api import Run, load
+from .api import load
 from .atomic import atomic_write_text
 from .config import from_dict, save_yaml
-from .data.source import DataSource
 from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
 from .methods import method_for, read_run, train_commands
-from .metrics import toy_metrics
-from .metrics.image_eval import check_shape, evaluate_images, parse_metrics
-from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores, run_ood
+from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores
 from .precision import Precision
 from .training.distributed import launch
 from .training.rundir import MetricsLog
@@ -233,31 +229,9 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     run = load(args.run, device=args.device)
-    source = run.data_source(args.data, args.data_dir)
-    result = eval_images(args, run, source) if source.is_image else eval_points(args, run, source)
+    result = run.evaluate(args.data, args.data_dir, args.metrics, args.n, args.seed, quiet=args.quiet)
     MetricsLog(args.run).write({"eval": result})
     print(json.dumps(result))
-
-
-def eval_points(args, run: Run, source) -> dict:
-    n = args.n or 2000
-    held_out = source.points("test").numpy()
-    x = run.sample(n, args.seed).cpu().numpy()
-    if x.ndim != 2 or x.shape[1] != held_out.shape[1]:
-        raise UserError(f"--data {source.name} has dimension {held_out.shape[1]}, the run's samples "
-                        f"have shape {x.shape[1:]}")
-    return {"data": source.name, "n": n, **toy_metrics(x, held_out, source.name)}
-
-
-def eval_images(args, run: Run, source) -> dict:
-    metrics = parse_metrics(args.metrics)
-    n = args.n or 10_000
-    with torch.no_grad():  # one decoded sample: a shape mismatch is reported before any long work
-        check_shape(run.model.decode(run.model.sample_noise(1)), source.images("test"), source.name)
-    x = run.images(n, args.seed, quiet=args.quiet)
-    report = evaluate_images(x, source, metrics, quiet=args.quiet)
-    return {"data": source.name, "source": source.images("test").source, "n": n,
-            "metrics": [m.value for m in metrics], **report}
 
 
 def cmd_ood(args) -> None:
@@ -266,15 +240,11 @@ def cmd_ood(args) -> None:
     sets = parse_ood_sets(args.ood)
     run = load(args.run, device=args.device)
     scores = parse_scores(args.scores, run.scorer)
-    own = args.in_data is None or args.in_data == run.method.data_config(run.dir, run.cfg).data
-    source = run.data_source(data_dir=args.data_dir) if own else DataSource(args.in_data, args.data_dir)
-    if not source.is_image:
-        raise UserError(f"--in {source.name}: OOD scoring needs an image set")
     k = args.iw_samples or IW_SAMPLES
     with warnings.catch_warnings():  # a resized OOD set is one line on stderr
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *_, **__: print(f"tiltkit: warning: {message}", file=sys.stderr)
-        report = run_ood(run.scorer, source, sets, scores, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
+        source, report = run.ood(sets, scores, args.in_data, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
     result = {"run": str(args.run), "kind": run.method.kind, **report.summary}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "ood.json", json.dumps(result, indent=1) + "\n")
