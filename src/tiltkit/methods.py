@@ -14,18 +14,14 @@ from .training.contrastive import TILT
 from .training.denoising import DEBM
 from .training.method import Method
 from .training.module_tilt import MODULE_TILT
+from .training.rundir import config_path
 
 METHODS: dict[str, Method] = {m.kind: m for m in (BASE, TILT, DEBM, MODULE_TILT)}
 
 
 def read_run(run_dir: Path) -> tuple[Method, object]:
     """(method, config) of a run directory, with a clear error for anything that is not one."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a tiltkit run directory (no config.yaml)")
+    path = config_path(run_dir)
     kind, values = read_yaml(path)
     if kind not in METHODS:
         raise UserError(f"{path}: not a tiltkit run config (expected a kind among {', '.join(METHODS)})")

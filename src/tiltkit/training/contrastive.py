@@ -42,7 +42,7 @@ from .checkpoint import BEST
 from .distributed import Distributed
 from .loop import EarlyStopping, RunState, run_steps
 from .method import Method
-from .rundir import prepare_run_dir
+from .rundir import config_path, prepare_run_dir
 
 DATA_INIT_N = 500  # training images for the data-dependent init of weight norm
 COMPILE_MIN_GRAD_EVALS = 200_000  # `compile: auto` pays the compile time (~tens of s on CPU) past this
@@ -166,11 +166,7 @@ def load_base(cfg: TiltRunConfig, device: torch.device) -> tuple[BaseRunConfig, 
         if not source.is_image:
             raise UserError(f"a pixel EBM (base: none) is for images; --data {cfg.data} is a point set")
         return base_cfg, build_base(base_cfg, source.images("train").shape).to(device)
-    if not Path(cfg.base).is_dir():
-        raise UserError(f"run directory {cfg.base} does not exist")
-    if not (Path(cfg.base) / "config.yaml").is_file():
-        raise UserError(f"{cfg.base} is not a tiltkit run directory (no config.yaml)")
-    base_cfg = read_config(Path(cfg.base) / "config.yaml", BaseRunConfig, BASE.kind)
+    base_cfg = read_config(config_path(cfg.base), BaseRunConfig, BASE.kind)
     return base_cfg, BASE.load(Path(cfg.base), base_cfg, device)
 
 

@@ -63,6 +63,16 @@ class MetricsLog:
             f.write(json.dumps(clean) + "\n")
 
 
+def config_path(run_dir: Path) -> Path:
+    """RUN/config.yaml, with a clear error for a folder that is not a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a tiltkit run directory (no config.yaml)")
+    return run_dir / "config.yaml"
+
+
 def run_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a finished run is used from: the best by validation if kept, else the latest."""
     best = Path(run_dir) / "checkpoints" / BEST
