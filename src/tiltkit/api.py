@@ -99,16 +99,19 @@ class Run:
               iw_samples: int = IW_SAMPLES) -> dict[str, np.ndarray]:
         """OOD scores of x (N, *data_shape): floats in the model's range, or uint8 images; higher = more
         in-distribution. `scores`: names ("elbo,energy" or a list), or None for every score the run offers."""
-        scorer = self.scorer
-        if isinstance(scores, (list, tuple)):
-            scores = ",".join(s.value if isinstance(s, Score) else str(s) for s in scores)
-        chosen = parse_scores(scores, scorer)
+        scorer, chosen = self.scorer, self._scores(scores)
         x = torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x
         if tuple(x.shape[1:]) != tuple(scorer.base.data_shape):
             raise UserError(f"score: x has shape {tuple(x.shape)}; the run's samples have shape "
                             f"{tuple(scorer.base.data_shape)}")
         values = compute_scores(scorer, x, chosen, self.generator(seed), batch, iw_samples)
         return {s.value: v for s, v in values.items()}
+
+    def _scores(self, scores: str | list | None) -> list[Score]:
+        """Score names ("elbo,energy", or a list of names or Scores; None: all) checked against the run."""
+        if isinstance(scores, (list, tuple)):
+            scores = ",".join(s.value if isinstance(s, Score) else str(s) for s in scores)
+        return parse_scores(scores, self.scorer)
 
     def evaluate(self, data: str | None = None, data_dir: str | None = None, metrics: str = "fid,kid,prdc,classes",
                  n: int | None = None, seed: int = 0, quiet: bool = True) -> dict:
@@ -134,7 +137,7 @@ class Run:
         return {"data": source.name, "source": source.images("test").source, "n": n,
                 "metrics": [m.value for m in chosen], **report}
 
-    def ood(self, sets: list[str], scores: list[Score] | None = None, in_data: str | None = None,
+    def ood(self, sets: list[str], scores: str | list | None = None, in_data: str | None = None,
             n: int | None = None, seed: int = 0, data_dir: str | None = None, iw_samples: int = IW_SAMPLES,
             quiet: bool = True) -> tuple[DataSource, OODReport]:
         """(in-distribution source, report) of `tiltkit ood`: n test images of the run's data (or `in_data`) and
@@ -143,7 +146,8 @@ class Run:
         source = self.data_source(data_dir=data_dir) if own else DataSource(in_data, data_dir)
         if not source.is_image:
             raise UserError(f"--in {source.name}: OOD scoring needs an image set")
-        return source, run_ood(self.scorer, source, sets, scores, n, seed, data_dir, iw_samples, quiet=quiet)
+        return source, run_ood(self.scorer, source, sets, self._scores(scores), n, seed, data_dir, iw_samples,
+                               quiet=quiet)
 
     def data_source(self, data: str | None = None, data_dir: str | None = None) -> DataSource:
         """The data the run was trained on (or `data`), as a DataSource."""
