@@ -144,3 +144,12 @@ def test_divergence_exit_code_names_the_step(cli_runs, tmp_path, capsys):
                  *sets({**TINY_TILT, "lr": 1e30, "alpha": 0.0, "grad_clip": 1e30, "checkpoint_every": 1})])
     err = capsys.readouterr().err
     assert code == 3 and "diverged at step" in err and err.count("\n") == 1
+
+
+def test_version_matches_the_package_metadata(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tiltkit {importlib.metadata.version('tiltkit')}"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from . import viz
+from . import __version__, viz
 from .api import load
 from .atomic import atomic_write_text
 from .config import from_dict, save_yaml
@@ -69,6 +69,7 @@ def positive_float(text: str) -> float:
 def build_parser() -> Parser:
     p = Parser(prog="tiltkit", description="Energy-based tilting of deep generative models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"tiltkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = sub.add_parser("train", help="train a base model or an energy").add_subparsers(
