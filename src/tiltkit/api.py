@@ -37,6 +37,9 @@ from .training.distributed import launch
 from .training.method import Method
 from .training.module_tilt import MODULE_TILT, as_base
 
+MIN_EVAL_N = 10  # samples: fewer give no covariance (FID) or an MMD² of pure noise
+DEFAULT_METRICS = "fid,kid,prdc,classes"  # image runs: the domain-feature metrics
+
 # fit_tilt's defaults for images (C, H, W): the Fashion-MNIST latent-EBM recipe's energy and chains (vectors
 # take TiltRunConfig's own: the toy recipe's MLP energy and MALA chains)
 IMAGE_DEFAULTS = {"energy": "conv-small", "energy_kwargs": {"width": 32}, "steps": 1000, "batch_size": 64,
@@ -113,16 +116,21 @@ class Run:
             scores = ",".join(s.value if isinstance(s, Score) else str(s) for s in scores)
         return parse_scores(scores, self.scorer)
 
-    def evaluate(self, data: str | None = None, data_dir: str | None = None, metrics: str = "fid,kid,prdc,classes",
+    def evaluate(self, data: str | None = None, data_dir: str | None = None, metrics: str | None = None,
                  n: int | None = None, seed: int = 0, quiet: bool = True) -> dict:
         """Sample-quality figures of n samples against held-out data (`tiltkit eval`), as a dict.
 
         Points (default n = 2,000): the toy metrics (MMD², EMD; modes for 25-Gaussians) against the test
-        points. Images (default n = 10,000): `metrics` among fid, kid, prdc, classes (domain features) and
-        inception-fid, with the floor of real training images (metrics/image_eval.py).
+        points. Images (default n = 10,000): `metrics` among fid, kid, prdc, classes (domain features, the
+        default) and inception-fid, with the floor of real training images (metrics/image_eval.py).
         """
         source = self.data_source(data, data_dir)
+        if n is not None and n < MIN_EVAL_N:
+            raise UserError(f"--n {n}: sample-quality metrics need at least {MIN_EVAL_N} samples")
         if not source.is_image:
+            if metrics is not None:
+                raise UserError(f"--metrics {metrics}: image metrics; a run on points ({source.name}) reports the "
+                                f"toy metrics (mmd, emd, and modes for 25gaussians)")
             n = n or 2000
             held_out = source.points("test").numpy()
             x = self.sample(n, seed).cpu().numpy()
@@ -130,7 +138,7 @@ class Run:
                 raise UserError(f"--data {source.name} has dimension {held_out.shape[1]}, the run's samples "
                                 f"have shape {x.shape[1:]}")
             return {"data": source.name, "n": n, **toy_metrics(x, held_out, source.name)}
-        chosen, n = parse_metrics(metrics), n or 10_000
+        chosen, n = parse_metrics(metrics or DEFAULT_METRICS), n or 10_000
         with torch.no_grad():  # one decoded sample: a shape mismatch is reported before any long work
             check_shape(self.model.decode(self.model.sample_noise(1)), source.images("test"), source.name)
         report = evaluate_images(self.images(n, seed, quiet=quiet), source, chosen, quiet=quiet)
@@ -165,16 +173,20 @@ class Run:
         return dataclasses.replace(self, cfg=cfg, model=model)
 
     def trajectory(self, n: int, every: int, seed: int = 0) -> list[Tensor]:
-        """uint8 frames (n, C, H, W) of n chains every `every` steps (a tilted or debm run)."""
-        pixel_range = self._pixel_range()
+        """Frames of n chains every `every` steps (a tilted or debm run): uint8 images (n, C, H, W), or points (n, D)."""
         frames = self.method.trajectory(self.cfg, self.model, n, every, self.generator(seed))
-        return [to_uint8(f, pixel_range).cpu() for f in frames]
+        return [self._shown(f) for f in frames]
 
     def compare(self, n: int, seed: int = 0) -> list[tuple[str, Tensor]]:
-        """[(caption, uint8 images)]: base and tilted samples (a debm run: semantic and two-stage) of the same chains."""
-        pixel_range = self._pixel_range()
-        return [(label, to_uint8(x, pixel_range).cpu())
-                for label, x in self.method.compare(self.cfg, self.model, n, self.generator(seed))]
+        """[(caption, samples)]: base and tilted samples (a debm run: semantic and two-stage) of the same chains,
+        uint8 images or points."""
+        return [(label, self._shown(x)) for label, x in self.method.compare(self.cfg, self.model, n,
+                                                                            self.generator(seed))]
+
+    def _shown(self, x: Tensor) -> Tensor:
+        """Samples on the CPU as they are shown: uint8 images, or the points themselves."""
+        pixel_range = self.base.pixel_range
+        return (to_uint8(x, pixel_range) if pixel_range is not None else x.detach()).cpu()
 
 
 def load(run_dir: str | Path, base: ModuleBase | nn.Module | None = None, energy: nn.Module | None = None,

@@ -8,6 +8,7 @@
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
     tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted,texture] [--n N]
+    tiltkit plot DIR [--out curves.png]
     tiltkit demo --out DIR [--quick]
 
 Options flow into the run's config class (config.py): defaults, then `--config FILE.yaml`,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import yaml
 from . import __version__, viz
 from .api import load
 from .atomic import atomic_write_text
-from .config import from_dict, save_yaml
+from .config import from_dict, save_yaml, to_dict
 from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
 from .methods import method_for, read_run, train_commands
@@ -97,8 +99,8 @@ def build_parser() -> Parser:
     s.add_argument("--out", type=Path, required=True,
                    help=".npy (samples as floats), .npz (images as uint8, key x) or .png (image grid)")
     s.add_argument("--trajectory", action="store_true",
-                   help="tilted image runs: a .png strip of each Langevin chain every --every steps (debm runs: "
-                        "the semantic stage, then the texture stage)")
+                   help="tilted runs: a .png strip of each Langevin chain every --every steps (debm runs: "
+                        "the semantic stage, then the texture stage; 2-D runs: the chains' paths)")
     s.add_argument("--every", type=positive_int, default=10, help="--trajectory: steps between frames")
     s.add_argument("--compare-base", action="store_true",
                    help="tilted image runs: a .png of base and tilted samples side by side, same starting noise "
@@ -116,8 +118,8 @@ def build_parser() -> Parser:
     e.add_argument("run", type=Path)
     e.add_argument("--data", help="data set name or file (default: the run's own data)")
     e.add_argument("--data-dir", help="where to look for an image set first (default: the run's)")
-    e.add_argument("--metrics", default="fid,kid,prdc,classes",
-                   help="images: comma-separated fid,kid,prdc,classes (domain features), inception-fid")
+    e.add_argument("--metrics", help="image runs: comma-separated fid,kid,prdc,classes (domain features), "
+                   "inception-fid (default: the four domain metrics); point runs always report mmd, emd (modes)")
     e.add_argument("--n", type=positive_int, help="samples (default 2000 points, 10000 images)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
@@ -139,6 +141,11 @@ def build_parser() -> Parser:
     o.add_argument("--device", default="auto")
     o.add_argument("--quiet", action="store_true")
 
+    c = sub.add_parser("plot", help="a run's training curves (loss, E(x⁺)/E(x⁻), gap, acceptance, validation FID) "
+                       "as one PNG")
+    c.add_argument("run", type=Path)
+    c.add_argument("--out", type=Path, help="the PNG to write (default RUN/curves.png)")
+
     d = sub.add_parser("demo", help="VAE (or RealNVP, GLF) → latent EBM on 25-Gaussians and Swiss roll, with a figure")
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--quick", action="store_true", help="a few steps only (a smoke test, not the results)")
@@ -150,13 +157,22 @@ def build_parser() -> Parser:
 TRAIN_FLAGS = ("data", "data_dir", "image_size", "model", "base", "base_module", "steps", "seed", "device", "precision")
 
 
-def resolve_options(args, cls):
-    """Defaults <- --config file (or its `base:`/`tilt:` section) <- --set pairs <- named flags, checked by from_dict."""
-    values: dict = {}
+RESUME_MAY_CHANGE = ("steps", "device")  # where and how long a resumed run goes on; every other option is the run's
+
+
+def resolve_options(args, cls, start=None):
+    """The run's options: `start` (a saved config, for --resume) or the defaults <- --config file (or its
+    `base:`/`tilt:` section) <- --set pairs <- named flags, checked by from_dict.
+
+    `--set BLOCK.FIELD=V` sets one field of a block of options (a sampler, a model's kwargs), and a mapping
+    `--set 'BLOCK={FIELD: V}'` merges into the block as it stands: the fields it does not name keep their values.
+    """
+    defaults = to_dict(start if start is not None else cls())
+    values: dict = dict(defaults) if start is not None else {}
     if args.config is not None:
         try:
             loaded = yaml.safe_load(args.config.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise UserError(f"--config {args.config}: cannot read ({exc.__class__.__name__})") from None
         loaded = loaded or {}
         if not isinstance(loaded, dict):
@@ -167,30 +183,63 @@ def resolve_options(args, cls):
         values.pop("kind", None)
     for pair in args.set:
         key, sep, raw = pair.partition("=")
-        if not sep:
+        if not sep or not key:
             raise UserError(f"--set {pair!r}: expected KEY=VALUE")
-        values[key] = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {pair!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
+        set_option(values, defaults, key, value)
     for key in TRAIN_FLAGS:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return from_dict(cls, values, "options")
 
 
+def set_option(values: dict, defaults: dict, key: str, value) -> None:
+    """values[key] = value, where a dotted key sets one field of a block and a mapping merges into the block
+    (its value in `values`, else in `defaults`)."""
+    name, dot, field = key.partition(".")
+    current = values.get(name, defaults.get(name))
+    if dot:
+        if current is not None and not isinstance(current, dict):
+            raise UserError(f"--set {key}: {name} is a single value, not a block of options")
+        for part in reversed(field.split(".")):
+            value = {part: value}
+    values[name] = merged(current or {}, value) if isinstance(value, dict) and isinstance(current or {}, dict) \
+        else value
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`base` with the fields of `over` set, mappings merged field by field."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def cmd_train(args) -> None:
     """Train one run; under torchrun, one process of a data-parallel job (training/distributed.py)."""
     if args.resume:
-        method, cfg = read_run(args.out)
+        method, saved = read_run(args.out)
         if method.command != args.what:
             raise UserError(f"--resume: {args.out} is a {method.kind} run, not a {args.what} run")
+        cfg = resolve_options(args, method.config_class, start=saved)
+        before, now = to_dict(saved), to_dict(cfg)
+        differ = [f"{k} ({before[k]!r} → {now[k]!r})" for k in now if k not in RESUME_MAY_CHANGE and now[k] != before[k]]
+        if differ:
+            raise UserError(f"--resume: {args.out} was trained with other options: {'; '.join(differ)}; resume it "
+                            f"without them, or start a new run")
+        if cfg.steps < saved.steps:
+            raise UserError(f"--resume --steps {cfg.steps}: {args.out} runs to step {saved.steps}; --steps may only "
+                            f"extend a run")
     else:
         method = method_for(args.what, {k for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
         cfg = resolve_options(args, method.config_class)
         method.check_command_line(cfg, given_data=args.data is not None or args.config is not None)
     with launch(cfg.device) as dist:
-        if args.resume and args.steps is not None and args.steps != cfg.steps:  # extend (or shorten) a run
-            cfg.steps = args.steps
-            if dist.main:
-                save_yaml(cfg, args.out / "config.yaml", method.kind)
+        if args.resume and dist.main and to_dict(cfg) != to_dict(saved):  # extended, or on another device
+            save_yaml(cfg, args.out / "config.yaml", method.kind)
         method.train(cfg, args.out, resume=args.resume, quiet=args.quiet, dist=dist)
         if dist.main:
             print(f"trained {method.kind} run: {args.out}")
@@ -211,13 +260,27 @@ def cmd_sample(args) -> None:
         np.save(args.out, x.cpu().numpy())
         print(f"wrote {args.n} samples of the {what} model to {args.out}")
         return
+    points = run.base.pixel_range is None
     if args.trajectory:
-        viz.save_image(viz.trajectory_strip(run.trajectory(args.n, args.every, args.seed)), args.out, scale=2)
+        frames = run.trajectory(args.n, args.every, args.seed)
+        if points:
+            viz.chain_paths([f.numpy() for f in frames], args.out)
+        else:
+            viz.save_image(viz.trajectory_strip(frames), args.out, scale=2)
         print(f"wrote {args.out}")
         return
     if args.compare_base:
-        viz.compare_figure(run.compare(args.n, args.seed), args.out, args.nrow)
+        panels = run.compare(args.n, args.seed)
+        if points:
+            viz.points_figure([(label, x.numpy()) for label, x in panels], args.out)
+        else:
+            viz.compare_figure(panels, args.out, args.nrow)
         print(f"wrote {args.out}")
+        return
+    if points and suffix == ".png":  # a scatter plot of 2-D samples
+        viz.points_figure([(f"{args.n} samples of the {what} model", run.sample(args.n, generator=gen).cpu().numpy())],
+                          args.out)
+        print(f"wrote a scatter plot of {args.n} samples of the {what} model to {args.out}")
         return
     x = run.images(args.n, generator=gen, quiet=False)
     if suffix == ".npz":
@@ -257,13 +320,34 @@ def cmd_ood(args) -> None:
     print(json.dumps(result))
 
 
+def cmd_plot(args) -> None:
+    read_run(args.run)
+    path = args.run / "metrics.jsonl"
+    records = []
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and "event" not in record:
+            records.append(record)
+    if not records:
+        raise UserError(f"{args.run}: no training step logged yet in metrics.jsonl")
+    out = args.out or args.run / "curves.png"
+    if out.suffix != ".png":
+        raise UserError(f"--out {out}: expected a .png file")
+    drawn = viz.curves_figure(records, out, str(args.run))
+    print(f"wrote {out}: {', '.join(drawn)} over {len(records)} steps")
+
+
 def cmd_demo(args) -> None:
     metrics = run_demo(args.out, quick=args.quick, quiet=args.quiet, base=args.base)
     print(json.dumps(metrics, indent=1))
     print(f"wrote {args.out / 'demo.png'} and {args.out / 'metrics.json'}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ood": cmd_ood, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ood": cmd_ood, "plot": cmd_plot,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,13 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
     except UserError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without --debug
+            traceback.print_exc()
         print(f"tiltkit: error: {exc}", file=sys.stderr)
         return 2
     except DivergenceError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"tiltkit: {exc}", file=sys.stderr)
         return 3
     except Interrupted as exc:

@@ -23,9 +23,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name!r} asked for, but MPS (Apple's GPU) is not available here")
     return device
 
 

@@ -1,4 +1,5 @@
-"""Pictures: 2-D point clouds and energy landscapes (the demo figure); image grids and Langevin strips."""
+"""Pictures: 2-D point clouds, chain paths and energy landscapes (the demo figure); image grids and Langevin
+strips; a run's training curves."""
 
 from __future__ import annotations
 
@@ -20,14 +21,74 @@ def plot_points(ax, x: np.ndarray, title: str, lim: tuple[float, float]) -> None
 
 @torch.no_grad()
 def plot_energy(ax, energy: nn.Module, lim: tuple[float, float], title: str, resolution: int = 200) -> None:
-    """E(x) over a grid of the plane, as an image (dark = low energy = likely)."""
+    """E(x) over a grid of the plane, as an image with its colorbar: the reversed magma map draws low energy
+    (likely points) dark and high energy light."""
     ticks = torch.linspace(lim[0], lim[1], resolution)
     xx, yy = torch.meshgrid(ticks, ticks, indexing="xy")
     grid = torch.stack([xx.flatten(), yy.flatten()], 1)
     device = next(energy.parameters()).device
     e = energy(grid.to(device)).cpu().view(resolution, resolution).numpy()
-    ax.imshow(e, origin="lower", extent=(*lim, *lim), cmap="magma_r")
+    image = ax.imshow(e, origin="lower", extent=(*lim, *lim), cmap="magma_r")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="E(x)   (dark = low = likely)")
     ax.set(title=title, xticks=[], yticks=[])
+
+
+def points_figure(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """Scatter plots of 2-D samples side by side, on one shared square box: [(title, points (N, 2)), …]."""
+    pts = np.concatenate([x for _, x in panels])
+    lo, hi = np.percentile(pts, [0.5, 99.5], axis=0)
+    pad = 0.1 * float((hi - lo).max())
+    lim = (float(lo.min()) - pad, float(hi.max()) + pad)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, x) in zip(axes[0], panels):
+        plot_points(ax, x, title, lim)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def chain_paths(frames: list[np.ndarray], path: Path, title: str = "Langevin chains") -> None:
+    """2-D chains drawn as paths: frames[t] (N, 2) is every chain's state at frame t; start ○, end ●."""
+    states = np.stack(frames, 1)  # (N, T, 2)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for chain in states:
+        ax.plot(chain[:, 0], chain[:, 1], lw=0.6, alpha=0.7)
+    ax.scatter(states[:, 0, 0], states[:, 0, 1], s=12, facecolors="none", edgecolors="gray", label="start")
+    ax.scatter(states[:, -1, 0], states[:, -1, 1], s=12, color="black", label="end")
+    ax.set(title=f"{title}: {states.shape[0]} chains, {states.shape[1]} frames", aspect="equal")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CURVES = (("loss", ("loss",)), ("energies", ("e_pos", "e_neg")), ("energy gap E(x⁻) − E(x⁺)", ("gap",)),
+          ("acceptance rate", ("accept",)), ("validation domain FID", ("val_fid",)))
+
+
+def curves_figure(records: list[dict], path: Path, title: str = "") -> list[str]:
+    """One panel per logged figure against step (loss, E⁺/E⁻, gap, acceptance, validation FID), from the step
+    lines of a run's metrics.jsonl; returns the panels drawn (a figure no line holds is left out)."""
+    panels = [(name, keys) for name, keys in CURVES if any(k in r for r in records for k in keys)]
+    if not panels:
+        panels = [("loss", ("loss",))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels):
+        for key in keys:
+            steps = [r["step"] for r in records if isinstance(r.get(key), (int, float))]
+            values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+            ax.plot(steps, values, marker="o" if key == "val_fid" else None, ms=3, lw=1, label=key)
+        ax.set(title=name, xlabel="step")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [name for name, _ in panels]
 
 
 BASE_NAMES = {"vae": "VAE", "realnvp": "RealNVP", "glf-mlp": "GLF"}

@@ -1,0 +1,93 @@
+"""Defects a hostile probe of the command line found (issue: trust), each fixed and checked here: --resume
+refuses other options, --set sets one field or merges a block, bad input is one line and exit 2 (with or
+without --debug), and eval refuses what it would have ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_TILT, sets
+from tiltkit.cli import build_parser, main, resolve_options
+from tiltkit.config import TiltRunConfig
+from tiltkit.samplers import SamplerKind
+
+
+def resolved(*extra: str) -> TiltRunConfig:
+    args = build_parser().parse_args(["train", "tilt", "--base", "b", "--out", "o", *extra])
+    return resolve_options(args, TiltRunConfig)
+
+
+def test_a_dotted_set_changes_one_field_and_a_mapping_merges():
+    default = TiltRunConfig().train_sampler
+    one = resolved("--set", "train_sampler.steps=5").train_sampler
+    assert one.kind is SamplerKind.MALA and one.steps == 5 and one.step_size == default.step_size
+    block = resolved("--set", "train_sampler={steps: 7}").train_sampler  # was: the whole block reset to ULA
+    assert block.kind is SamplerKind.MALA and block.steps == 7 and block.step_size == default.step_size
+    kwargs = resolved("--set", "energy_kwargs.depth=5").energy_kwargs
+    assert kwargs["depth"] == 5 and kwargs["hidden"] == TiltRunConfig().energy_kwargs["hidden"]
+    assert resolved("--set", "train_sampler.steps=5", "--set", "train_sampler.step_size=0.02").train_sampler.steps == 5
+
+
+def test_resume_refuses_other_options_and_shorter_steps(tmp_path, base_run, capsys):
+    run = tmp_path / "t"
+    assert main(["train", "tilt", "--base", str(base_run), "--out", str(run), "--quiet", *sets(TINY_TILT)]) == 0
+    config = (run / "config.yaml").read_text()
+    for extra, match in ((["--set", "lr=0.5"], "lr (0.001 → 0.5)"),
+                         (["--set", "train_sampler.kind=langevin"], "train_sampler"),
+                         (["--steps", "3"], "--steps may only extend")):
+        capsys.readouterr()
+        assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", *extra]) == 2
+        assert match in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == config  # not rewritten
+    assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", *sets(TINY_TILT)]) == 0  # the same options
+    assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", "--steps", "7"]) == 0
+    assert "steps: 7" in (run / "config.yaml").read_text()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, base_run, capsys):
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    cases = {
+        "broken --set YAML": (["train", "base", "--data", "moons", "--out", str(tmp_path / "a"), "--set", "lr=[1,"],
+                              "not valid YAML"),
+        "binary --config": (["train", "base", "--data", "moons", "--out", str(tmp_path / "b"), "--config",
+                             str(tmp_path / "binary.yaml")], "cannot read"),
+        "mps absent": (["train", "base", "--data", "moons", "--out", str(tmp_path / "c"), "--device", "mps"],
+                       "MPS"),
+        "meta device": (["train", "base", "--data", "moons", "--out", str(tmp_path / "d"), "--device", "meta"],
+                        "unknown device 'meta'"),
+        "trajectory of a base run": (["sample", str(base_run), "--n", "4", "--trajectory", "--out",
+                                      str(tmp_path / "t.png")], "need a tilted run"),
+        "bogus metric on points": (["eval", str(base_run), "--metrics", "bogus"], "toy metrics"),
+        "image metric on points": (["eval", str(base_run), "--metrics", "fid"], "toy metrics"),
+        "one sample": (["eval", str(base_run), "--n", "1"], "at least 10 samples"),
+        "dotted set of a single value": (["train", "base", "--data", "moons", "--out", str(tmp_path / "e"),
+                                          "--set", "lr.x=1"], "single value"),
+    }
+    for name, (argv, match) in cases.items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1, (name, err)
+    assert not (tmp_path / "d").exists()  # refused before the run directory is made
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
+    argv = ["train", "base", "--data", "gaussians25", "--out", str(tmp_path / "a")]
+    assert main(argv) == 2
+    plain = capsys.readouterr().err
+    assert main(["--debug", *argv]) == 2  # was: the exception raised, exit 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in plain and "Traceback" in err and err.splitlines()[-1] == plain.strip()
+
+
+def test_2d_runs_draw_scatter_plots_chain_paths_and_curves(tmp_path, base_run, capsys):
+    run = tmp_path / "t"
+    assert main(["train", "tilt", "--base", str(base_run), "--out", str(run), "--quiet", *sets(TINY_TILT)]) == 0
+    for extra, name in (([], "x.png"), (["--trajectory", "--every", "2"], "traj.png"), (["--compare-base"], "cmp.png")):
+        assert main(["sample", str(run), "--n", "50", *extra, "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["plot", str(run)]) == 0
+    assert "loss, energies, energy gap E(x⁻) − E(x⁺), acceptance rate over 6 steps" in capsys.readouterr().out
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path)]) == 2  # not a run
