@@ -19,7 +19,7 @@ from conftest import TINY_TILT, sets, tiltkit, tiltkit_process, wait_for_step
 from test_distributed import lines
 from test_training import weights
 from tiltkit.errors import UserError
-from tiltkit.training.checkpoint import _sha256, latest_checkpoint, list_checkpoints, load_checkpoint
+from tiltkit.training.checkpoint import RUN_FORMAT, _sha256, latest_checkpoint, list_checkpoints, load_checkpoint
 from tiltkit import load
 
 STEPS = 40
@@ -124,8 +124,9 @@ def test_a_crafted_pickle_is_refused_and_never_run(tmp_path, uninterrupted, with
         record = json.loads(manifest.read_text())
         record["sha256"]["state.pt"] = _sha256(ckpt / "state.pt")
         manifest.write_text(json.dumps(record))
-    else:  # a format-1 checkpoint, no checksums at all
+    else:  # a format-1 checkpoint of a run from before manifests: no checksums at all
         manifest.unlink()
+        (ckpt.parent / RUN_FORMAT).unlink()
     with pytest.raises(UserError, match="never unpickles"):
         load_checkpoint(ckpt, {})
     with pytest.raises(UserError, match="never unpickles"):

@@ -12,7 +12,7 @@ from conftest import tiny_base_cfg, tiny_tilt_cfg
 from tiltkit.errors import DivergenceError, UserError
 from tiltkit import load
 from tiltkit.training import contrastive, train_base, train_tilt
-from tiltkit.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from tiltkit.training.checkpoint import RUN_FORMAT, latest_checkpoint, list_checkpoints, load_checkpoint
 from tiltkit.training.distributed import Distributed
 from tiltkit.training.rundir import MetricsLog
 
@@ -179,5 +179,6 @@ def test_a_format_1_checkpoint_resumes_like_today_s(tmp_path, base_run, persiste
            **({"buffer": new["ranks"][0]["buffer"]} if persistent else {})}
     torch.save(old, ckpt / "state.pt")
     (ckpt / "manifest.json").unlink()
+    (ckpt.parent / RUN_FORMAT).unlink()  # a run from before manifests has no FORMAT marker either
     train_tilt(cfg, tmp_path / "old", resume=True, quiet=True)
     assert_same_run(tmp_path / "full", tmp_path / "old")

@@ -60,6 +60,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, base_run, capsys):
         "bogus metric on points": (["eval", str(base_run), "--metrics", "bogus"], "toy metrics"),
         "image metric on points": (["eval", str(base_run), "--metrics", "fid"], "toy metrics"),
         "one sample": (["eval", str(base_run), "--n", "1"], "at least 10 samples"),
+        "seed past 64 bits": (["sample", str(base_run), "--n", "4", "--seed", str(2**70), "--out",
+                               str(tmp_path / "s.npy")], "seed in [0, 2**63 - 1]"),
         "dotted set of a single value": (["train", "base", "--data", "moons", "--out", str(tmp_path / "e"),
                                           "--set", "lr.x=1"], "single value"),
     }
@@ -91,3 +93,8 @@ def test_2d_runs_draw_scatter_plots_chain_paths_and_curves(tmp_path, base_run, c
     assert "loss, energies, energy gap E(x⁻) − E(x⁺), acceptance rate over 6 steps" in capsys.readouterr().out
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["plot", str(tmp_path)]) == 2  # not a run
+
+
+def test_a_dotted_set_merges_into_the_chosen_energy_s_own_defaults():
+    chosen = resolved("--set", "energy=conv-small", "--set", "energy_kwargs.width=4")
+    assert chosen.energy == "conv-small" and chosen.energy_kwargs == {"width": 4}

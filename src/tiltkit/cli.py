@@ -19,6 +19,7 @@ Each `train` subcommand and what a run can do come from its Method in the regist
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
@@ -31,7 +32,7 @@ import yaml
 from . import __version__, viz
 from .api import load
 from .atomic import atomic_write_text
-from .config import from_dict, save_yaml, to_dict
+from .config import MAX_SEED, from_dict, save_yaml, to_dict
 from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
 from .methods import method_for, read_run, train_commands
@@ -55,6 +56,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63 - 1], got {value}")
     return value
 
 
@@ -82,7 +93,7 @@ def build_parser() -> Parser:
             t.add_argument("--" + name.replace("_", "-"), type=positive_int if name == "image_size" else None, help=text)
         t.add_argument("--out", required=True, type=Path, help="run directory to create (or resume)")
         t.add_argument("--steps", type=positive_int)
-        t.add_argument("--seed", type=int)
+        t.add_argument("--seed", type=seed)
         t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun: auto and cuda mean "
                        "each process's own GPU)")
         t.add_argument("--precision", choices=[p.value for p in Precision],
@@ -111,7 +122,7 @@ def build_parser() -> Parser:
                         "U(x) = −log p_flow(x) + E(x) (tilting paper §3.1)")
     s.add_argument("--steps", type=positive_int, help="tilted runs: sampler steps instead of the recipe's")
     s.add_argument("--step-size", type=positive_float, help="tilted runs: sampler step size instead of the recipe's")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0)
     s.add_argument("--device", default="auto")
 
     e = sub.add_parser("eval", help="sample-quality metrics of a run against held-out data (JSON)")
@@ -121,7 +132,7 @@ def build_parser() -> Parser:
     e.add_argument("--metrics", help="image runs: comma-separated fid,kid,prdc,classes (domain features), "
                    "inception-fid (default: the four domain metrics); point runs always report mmd, emd (modes)")
     e.add_argument("--n", type=positive_int, help="samples (default 2000 points, 10000 images)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--quiet", action="store_true")
 
@@ -137,7 +148,7 @@ def build_parser() -> Parser:
     o.add_argument("--n", type=positive_int, help="images per set (default: the whole in-distribution test split)")
     o.add_argument("--iw-samples", type=positive_int, help="importance samples K of the iwae score (default 32)")
     o.add_argument("--data-dir", help="where to look for image sets first")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=seed, default=0)
     o.add_argument("--device", default="auto")
     o.add_argument("--quiet", action="store_true")
 
@@ -167,8 +178,7 @@ def resolve_options(args, cls, start=None):
     `--set BLOCK.FIELD=V` sets one field of a block of options (a sampler, a model's kwargs), and a mapping
     `--set 'BLOCK={FIELD: V}'` merges into the block as it stands: the fields it does not name keep their values.
     """
-    defaults = to_dict(start if start is not None else cls())
-    values: dict = dict(defaults) if start is not None else {}
+    values: dict = to_dict(start) if start is not None else {}
     if args.config is not None:
         try:
             loaded = yaml.safe_load(args.config.read_text())
@@ -189,11 +199,24 @@ def resolve_options(args, cls, start=None):
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise UserError(f"--set {pair!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
-        set_option(values, defaults, key, value)
+        set_option(values, block_default(cls, start, values, args), key, value)
     for key in TRAIN_FLAGS:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     return from_dict(cls, values, "options")
+
+
+CHOICES = ("model", "energy")  # options whose value decides the defaults of another (model_kwargs, energy_kwargs)
+
+
+def block_default(cls, start, values: dict, args) -> dict:
+    """The options as they would stand without this --set: the run's (`start`), or the defaults of `cls` for the
+    model and energy chosen so far (a `--model conv-vae` has its own model_kwargs, not the MLP VAE's)."""
+    if start is not None:
+        return to_dict(start)
+    chosen = {k: values[k] for k in CHOICES if isinstance(values.get(k), str)}
+    chosen.update({k: getattr(args, k) for k in CHOICES if isinstance(getattr(args, k, None), str)})
+    return to_dict(cls(**{k: v for k, v in chosen.items() if k in {f.name for f in dataclasses.fields(cls)}}))
 
 
 def set_option(values: dict, defaults: dict, key: str, value) -> None:

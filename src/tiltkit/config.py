@@ -37,6 +37,15 @@ class Reliability:
     rollback_factor: float = 0.5  # each rollback multiplies the lr and the training chains' step sizes by this
 
 
+# The toy recipe's network sizes, for the default model and energy alone: a model or energy named without
+# kwargs gets these if it is the default one, else its own class's defaults ({}). A config resolves its
+# kwargs once, when it is built, and saves them resolved.
+DEFAULT_MODEL, DEFAULT_MODEL_KWARGS = "vae", {"latent_dim": 2, "hidden": 128, "depth": 3}
+DEFAULT_ENERGY = "mlp"
+DEFAULT_ENERGY_KWARGS = {"hidden": 128, "depth": 3, "fourier_features": 64, "fourier_scale": 1.0}
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the derived seeds (per rank, per rollback) stay below 2**64
+
+
 @dataclass
 class BaseRunConfig(Reliability):
     """`tiltkit train base`: fit a generator to data."""
@@ -44,8 +53,8 @@ class BaseRunConfig(Reliability):
     data: str = "25gaussians"  # a toy set or point file, or an image set name, folder or array file
     data_dir: str | None = None  # where image sets are looked for first (else $TILTKIT_DATA_DIR, /usr/share/datasets)
     image_size: int | None = None  # image folders: centre-crop and resize to this size
-    model: str = "vae"
-    model_kwargs: dict = field(default_factory=lambda: {"latent_dim": 2, "hidden": 128, "depth": 3})
+    model: str = DEFAULT_MODEL
+    model_kwargs: dict | None = None  # None: DEFAULT_MODEL_KWARGS for the default model, else the model's own
     steps: int = 3000
     batch_size: int = 512
     lr: float = 2e-3
@@ -57,6 +66,10 @@ class BaseRunConfig(Reliability):
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self):
+        if self.model_kwargs is None:
+            self.model_kwargs = dict(DEFAULT_MODEL_KWARGS) if self.model == DEFAULT_MODEL else {}
 
 
 NO_BASE = "none"  # TiltRunConfig.base for a pixel EBM: no base run, a flat prior on the pixel box
@@ -71,9 +84,8 @@ class TiltRunConfig(Reliability):
     data_dir: str | None = None
     image_size: int | None = None
     pixel_range: str = "unit"  # base "none" only: the box, [0, 1] ("unit") or [-1, 1] ("symmetric")
-    energy: str = "mlp"
-    energy_kwargs: dict = field(default_factory=lambda: {
-        "hidden": 128, "depth": 3, "fourier_features": 64, "fourier_scale": 1.0})
+    energy: str = DEFAULT_ENERGY
+    energy_kwargs: dict | None = None  # None: DEFAULT_ENERGY_KWARGS for the default energy, else the energy's own
     steps: int = 500
     batch_size: int = 256
     lr: float = 1e-3
@@ -108,6 +120,10 @@ class TiltRunConfig(Reliability):
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self):
+        if self.energy_kwargs is None:
+            self.energy_kwargs = dict(DEFAULT_ENERGY_KWARGS) if self.energy == DEFAULT_ENERGY else {}
 
 
 CUSTOM_ENERGY = "custom"  # ModuleTiltRunConfig.energy when the user passed their own energy module
@@ -250,6 +266,12 @@ def validate(cfg, where: str) -> None:
         value = getattr(cfg, name, 0)
         if value < 0:
             raise UserError(f"{where}.{name} must be 0 or more, got {value}")
+    seed = getattr(cfg, "seed", 0)
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{where}.seed must be in [0, 2**63 - 1], got {seed}")
+    betas = getattr(cfg, "betas", (0.0, 0.0))
+    if not all(0 <= b < 1 for b in betas):
+        raise UserError(f"{where}.betas must both be in [0, 1), got {list(betas)}")
     if isinstance(cfg, Reliability) and not 0 < cfg.rollback_factor < 1:
         raise UserError(f"{where}.rollback_factor must be in (0, 1), got {cfg.rollback_factor}")
     if isinstance(cfg, TiltRunConfig):

@@ -205,6 +205,12 @@ def check_npy_size(path: Path) -> None:
                         f"shape {shape} of {dtype} ({declared} bytes of data), the file holds {found}")
 
 
+def refuse_complex(arr: np.ndarray, what: str) -> None:
+    """A complex array is refused: casting it to real would silently drop the imaginary parts."""
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise UserError(f"{what} holds complex values ({arr.dtype}): expected real numbers")
+
+
 def npz_member(data, key: str, path: Path) -> np.ndarray:
     """The array `key` of the open .npz `data` (read from `path`), decompressed and parsed only now."""
     try:

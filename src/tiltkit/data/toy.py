@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.datasets import make_moons, make_swiss_roll
 
 from ..errors import UserError
-from .formats import ARRAY_FILE_ERRORS, check_npy_size, why
+from .formats import ARRAY_FILE_ERRORS, check_npy_size, refuse_complex, why
 
 GAUSS25_SCALE = 2.828
 GAUSS25_SIGMA = 0.05 / GAUSS25_SCALE  # per-coordinate σ after scaling
@@ -91,6 +91,7 @@ def load_points(path: str | Path) -> np.ndarray:
         raise UserError(f"data file {path} has shape {data.shape}: expected rank 2, (N, D)")
     if data.shape[0] < 2 or data.shape[1] < 1:
         raise UserError(f"data file {path} has shape {data.shape}: expected at least 2 rows and 1 column")
+    refuse_complex(data, f"data file {path}")
     if np.issubdtype(data.dtype, np.number):
         with np.errstate(over="ignore", invalid="ignore"):
             points = data.astype(np.float32)
@@ -100,13 +101,24 @@ def load_points(path: str | Path) -> np.ndarray:
 
 
 def _csv_header_lines(path: Path) -> int:
+    """1 when the first line of a .csv is a header (not all numbers), else 0; a line of numbers some of which are
+    complex is data that cannot be read as real, not a header to skip."""
     with open(path) as f:
-        first = f.readline()
-    try:
-        [float(v) for v in first.strip().split(",")]
+        fields = [v.strip() for v in f.readline().split(",")]
+    if all(_is_number(v, float) for v in fields):
         return 0
+    if all(_is_number(v, complex) for v in fields):
+        raise UserError(f"data file {path} holds complex values on line 1: expected real numbers")
+    return 1
+
+
+def _is_number(field: str, kind: type) -> bool:
+    """Whether `field` reads as a number of `kind` (float or complex); a bare "j" is a column name, not 1j."""
+    try:
+        kind(field)
     except ValueError:
-        return 1
+        return False
+    return kind is float or any(c.isdigit() for c in field)
 
 
 def toy_split(name_or_file: str, n_train: int = 50_000, n_test: int = 5_000) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The BaseModel protocol every base implements (see DESIGN.md, "The one equation"), and the optional
+"""The BaseModel protocol every base implements (see docs/design.md, "The one equation"), and the optional
 capabilities a base declares instead of being probed for them.
 
 A base is reparameterized by standard-normal noise, x = T_θ(ε), ε ~ N(0, I); tilting and sampling

@@ -1,7 +1,7 @@
 """PixelBox: the flat "base" of a pixel-space EBM (IGEBM; the tilting paper's "EBM on data").
 
 The base density is uniform on the pixel box [lo, hi]^D of the data's range, so tilting it gives
-the plain EBM p(x) ∝ 1[x ∈ box]·exp(−E(x)). In the BaseModel protocol (DESIGN.md):
+the plain EBM p(x) ∝ 1[x ∈ box]·exp(−E(x)). In the BaseModel protocol (docs/design.md):
     sample_noise: x ~ U(box)   decode: identity   noise_energy: 0   log_likelihood: −D·log(hi − lo)
 Samplers keep chains in the box by clamping (SamplerConfig.clamp). It has no parameters and is
 never trained: `tiltkit train tilt --base none` builds one from the data's shape.

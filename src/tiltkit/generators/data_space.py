@@ -4,7 +4,7 @@ A flow has an exact density, so the tilt p(x) ∝ p_flow(x)·exp(−E(x)) can be
 space with the potential
     U(x) = −log p_flow(x) + E(x),
 instead of in the flow's noise space, U(ε) = ½‖ε‖² + E(f⁻¹(ε)) (the two are the same law, pushed
-through x = f⁻¹(ε); the paper argues chains mix better in ε). In the BaseModel protocol (DESIGN.md):
+through x = f⁻¹(ε); the paper argues chains mix better in ε). In the BaseModel protocol (docs/design.md):
     sample_noise: x = f⁻¹(ε), ε ~ N(0, I) (chains start on the flow's own samples)
     decode: identity   noise_energy: −log p_flow(x)   log_likelihood: the flow's
 For Glow, log p_flow is the density of the dequantized space [0, 1]^D (Glow.log_density); for RealNVP

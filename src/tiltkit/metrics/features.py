@@ -1,6 +1,6 @@
 """Feature extractors for sample-quality metrics, and the domain metrics built on them.
 
-Two scales, never mixed (DESIGN.md):
+Two scales, never mixed (docs/design.md):
 
 - *domain* features: the 128-d penultimate layer of a small CNN classifier trained on the
   dataset itself (DomainClassifier), cached on disk by the dataset checksum. Fast, offline.

@@ -1,6 +1,6 @@
 """Sample quality of image models: domain metrics, Inception FID, and the real-data floor.
 
-Two scales, never mixed (DESIGN.md): "domain" figures live in the feature space of a
+Two scales, never mixed (docs/design.md): "domain" figures live in the feature space of a
 classifier the project trains on the data set (features.py), Inception FID in that of
 the standard FID Inception-v3. Every report holds the model's figures and the floor:
 the same figures for n real training images against the test set.

@@ -8,11 +8,14 @@ looks complete, and a replaced one is moved aside before its successor takes its
     RUN/checkpoints/step_0000500/state.pt
     RUN/checkpoints/step_0000500/manifest.json   {"format": 2, "sha256": {file: hex digest}}
     RUN/checkpoints/best/...           the best step by validation, where a trainer keeps one
+    RUN/checkpoints/FORMAT             {"format": 2, "without_manifest": [names]}: this run writes manifests;
+                                       the names are format-1 checkpoints it already held (a resumed old run)
 
 Loading never unpickles an object: safetensors holds tensors only, and state.pt goes through
 `torch.load(weights_only=True)`, which refuses any global outside tensors and plain containers.
 A checkpoint whose files do not match their checksums, or of a newer format, is refused with one
-line. Format 1 (written before manifests) loads without the checksum check.
+line. Format 1 (written before manifests) loads without the checksum check; a checkpoint without a
+manifest in a run that writes them is refused, so that deleting the manifest never turns the check off.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ PREFIX = "step_"
 BEST = "best"
 FORMAT = 2  # 1: no manifest; 2: manifest with checksums, state with per-rank parts (training.loop)
 FILES = ("weights.safetensors", "state.pt")
+RUN_FORMAT = "FORMAT"  # RUN/checkpoints/FORMAT, written before a run's first checkpoint with a manifest
 
 
 def save_checkpoint(run_dir: Path, step: int, modules: dict[str, nn.Module], state: dict, keep: int = 2,
@@ -51,6 +55,7 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict[str, nn.Module], sta
     for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:  # left by a write that was killed
         shutil.rmtree(stale, ignore_errors=True)
     final = root / (name or f"{PREFIX}{step:07d}")
+    _mark_run(root, final.name)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         tensors = {f"{key}.{k}": v.detach().cpu().contiguous().clone()
@@ -74,6 +79,33 @@ def save_checkpoint(run_dir: Path, step: int, modules: dict[str, nn.Module], sta
     return final
 
 
+def _mark_run(root: Path, name: str) -> None:
+    """Record in RUN/checkpoints/FORMAT that the run writes manifests, before checkpoint `name` is written with
+    one. The format-1 checkpoints already there (an old run resumed) are listed: they alone may lack a manifest."""
+    old = _without_manifest(root)
+    if old is None:
+        old = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.name != name and not (p / "manifest.json").is_file())
+    elif name in old:
+        old.remove(name)
+    else:
+        return
+    atomic_write_text(root / RUN_FORMAT, json.dumps({"format": FORMAT, "without_manifest": old}))
+
+
+def _without_manifest(root: Path) -> list[str] | None:
+    """The checkpoints of the run in `root` that may lack a manifest (format 1): None when the run has no
+    FORMAT marker (it was written before the marker existed); an unreadable marker allows none."""
+    try:
+        record = json.loads((root / RUN_FORMAT).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return []
+    names = record.get("without_manifest") if isinstance(record, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 def _move_aside(checkpoint: Path) -> None:
     """Rename a checkpoint out of the listing (one atomic step) before its files are deleted."""
     os.replace(checkpoint, Path(tempfile.mkdtemp(dir=checkpoint.parent, prefix=".old-")) / checkpoint.name)
@@ -89,17 +121,25 @@ def _sha256(path: Path) -> str:
 
 def verify(path: Path, files: tuple[str, ...] = FILES) -> int:
     """The format of checkpoint `path`, after checking `files` against its manifest's checksums."""
-    manifest_file = Path(path) / "manifest.json"
+    path = Path(path)
+    manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
+        if _written_with_manifest(path):
+            raise UserError(f"checkpoint {path} is corrupted: its manifest.json is missing (delete the folder to "
+                            f"resume from an earlier checkpoint)")
         return 1
     try:
         manifest = json.loads(manifest_file.read_text())
-        fmt, sums = int(manifest["format"]), manifest["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"checkpoint {path} is corrupted: its manifest.json is unreadable") from None
-    if fmt > FORMAT:
+    except (OSError, ValueError):
+        manifest = None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if type(fmt) is int and fmt > FORMAT:
         raise UserError(f"checkpoint {path} has format {fmt}, written by a newer tiltkit; this one reads formats "
                         f"1 to {FORMAT}: upgrade tiltkit")
+    sums = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not (type(fmt) is int and fmt >= 2 and isinstance(sums, dict)
+            and all(isinstance(v, str) for v in sums.values())):
+        raise UserError(f"checkpoint {path} is corrupted: its manifest.json is unreadable")
     for name in files:
         if not (Path(path) / name).is_file():
             raise UserError(f"checkpoint {path} is unreadable or incomplete: {name} is missing")
@@ -107,6 +147,16 @@ def verify(path: Path, files: tuple[str, ...] = FILES) -> int:
             raise UserError(f"checkpoint {path} is corrupted: {name} does not match its SHA-256 in manifest.json "
                             f"(delete the folder to resume from an earlier checkpoint)")
     return fmt
+
+
+def _written_with_manifest(path: Path) -> bool:
+    """Whether checkpoint `path`, found without a manifest, was written with one: its run's FORMAT marker does
+    not list it as format 1, or (a run from before the marker) its state has the per-rank layout that came in
+    with manifests (training.loop.from_format_1)."""
+    old = _without_manifest(path.parent)
+    if old is not None:
+        return path.name not in old
+    return (path / "state.pt").is_file() and "ranks" in _load_state(path, "cpu")
 
 
 def read_state(path: Path, map_location="cpu") -> dict:
@@ -117,13 +167,17 @@ def read_state(path: Path, map_location="cpu") -> dict:
 
 def _load_state(path: Path, map_location) -> dict:
     try:
-        return torch.load(path / "state.pt", map_location=map_location, weights_only=True)
+        state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "a forbidden object"
         raise UserError(f"checkpoint {path}: state.pt holds objects a weights-only load refuses ({first[:200]}); "
                         f"tiltkit never unpickles arbitrary objects") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} is unreadable or incomplete (state.pt holds a {type(state).__name__}, "
+                        f"not a mapping)")
+    return state
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
