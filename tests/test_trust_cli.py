@@ -98,3 +98,34 @@ def test_2d_runs_draw_scatter_plots_chain_paths_and_curves(tmp_path, base_run, c
 def test_a_dotted_set_merges_into_the_chosen_energy_s_own_defaults():
     chosen = resolved("--set", "energy=conv-small", "--set", "energy_kwargs.width=4")
     assert chosen.energy == "conv-small" and chosen.energy_kwargs == {"width": 4}
+
+
+def test_fid_of_two_sets_equals_eval_and_is_zero_for_a_set_with_itself(tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+
+    from test_image_pipeline import TINY_VAE, squares
+
+    monkeypatch.setenv("TILTKIT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    (x, y), (xt, yt) = squares(200, rng), squares(60, rng)
+    data = tmp_path / "squares.npz"
+    np.savez(data, x=x, y=y, x_test=xt, y_test=yt)
+    vae = tmp_path / "vae"
+    assert main(["train", "base", "--data", str(data), "--model", "conv-vae", "--out", str(vae), "--steps", "5",
+                 "--quiet", *sets(TINY_VAE)]) == 0
+    assert main(["sample", str(vae), "--n", "60", "--out", str(tmp_path / "s.npz")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(vae), "--metrics", "fid", "--n", "60", "--quiet"]) == 0
+    by_eval = json.loads(capsys.readouterr().out)["model"]["fid"]
+    assert main(["fid", str(tmp_path / "s.npz"), f"{data}:test", "--domain", str(data), "--quiet"]) == 0
+    by_fid = json.loads(capsys.readouterr().out)
+    assert by_fid["fid"] == pytest.approx(by_eval, rel=1e-9) and by_fid["n_a"] == 60 and by_fid["n_b"] == 60
+    assert main(["fid", f"{data}:test", f"{data}:test", "--domain", str(data), "--quiet"]) == 0
+    assert abs(json.loads(capsys.readouterr().out)["fid"]) < 1e-4  # sqrtm of a rank-deficient covariance: ~1e-6
+    np.savez(tmp_path / "mu0.npz", mu=np.zeros(4), sigma=np.eye(4))  # pytorch-fid's statistics layout
+    np.savez(tmp_path / "mu1.npz", mu=np.ones(4), sigma=np.eye(4))
+    assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz"), "--metrics", "inception-fid"]) == 0
+    assert json.loads(capsys.readouterr().out)["inception_fid"] == pytest.approx(4.0)  # ‖Δμ‖², equal covariances
+    assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz")]) == 2  # domain FID needs images

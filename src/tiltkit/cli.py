@@ -8,6 +8,7 @@
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
     tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted,texture] [--n N]
+    tiltkit fid A B [--metrics fid,inception-fid] [--domain NAME]     (folders, arrays, data-set names, FID stats)
     tiltkit plot DIR [--out curves.png]
     tiltkit demo --out DIR [--quick]
 
@@ -36,6 +37,7 @@ from .config import MAX_SEED, from_dict, save_yaml, to_dict
 from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
 from .methods import method_for, read_run, train_commands
+from .metrics.image_eval import fid_between, parse_metrics
 from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores
 from .precision import Precision
 from .training.distributed import launch
@@ -151,6 +153,17 @@ def build_parser() -> Parser:
     o.add_argument("--seed", type=seed, default=0)
     o.add_argument("--device", default="auto")
     o.add_argument("--quiet", action="store_true")
+
+    f = sub.add_parser("fid", help="FID between two image sets (JSON): folders, .npy/.npz arrays, data-set names "
+                       "(NAME:train for the training split), or .npz FID statistics (mu, sigma) of pytorch-fid/clean-fid")
+    f.add_argument("a")
+    f.add_argument("b")
+    f.add_argument("--metrics", default="fid", help="fid (domain features), inception-fid, or both (comma-separated)")
+    f.add_argument("--domain", help="the labelled data set whose classifier gives the domain features "
+                   "(default: a or b where it is a data-set name)")
+    f.add_argument("--data-dir", help="where to look for image sets first")
+    f.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
+    f.add_argument("--quiet", action="store_true")
 
     c = sub.add_parser("plot", help="a run's training curves (loss, E(x⁺)/E(x⁻), gap, acceptance, validation FID) "
                        "as one PNG")
@@ -343,6 +356,11 @@ def cmd_ood(args) -> None:
     print(json.dumps(result))
 
 
+def cmd_fid(args) -> None:
+    print(json.dumps(fid_between(args.a, args.b, parse_metrics(args.metrics), args.domain, args.data_dir,
+                                 args.image_size, quiet=args.quiet)))
+
+
 def cmd_plot(args) -> None:
     read_run(args.run)
     path = args.run / "metrics.jsonl"
@@ -369,7 +387,7 @@ def cmd_demo(args) -> None:
     print(f"wrote {args.out / 'demo.png'} and {args.out / 'metrics.json'}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ood": cmd_ood, "plot": cmd_plot,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ood": cmd_ood, "fid": cmd_fid, "plot": cmd_plot,
             "demo": cmd_demo}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data.images import ImageData, PixelRange, to_uint8
+from ..data.images import IMAGE_SETS, ImageData, PixelRange, load_images, to_uint8
 from ..data.source import DataSource
 from ..errors import UserError
 from .features import DomainClassifier, InceptionFeatures, domain_classifier, domain_metrics, extract_features
@@ -139,3 +139,57 @@ def inception_stats(inception: InceptionFeatures, data: ImageData, split: str, n
     path.parent.mkdir(parents=True, exist_ok=True)
     stats.save(path)
     return stats
+
+
+# ---------------------------------------------------------------- FID between two image sets (`tiltkit fid`)
+
+FID_METRICS = (Metric.FID, Metric.INCEPTION_FID)
+
+
+def image_set(spec: str, data_dir: str | None = None, image_size: int | None = None) -> ImageData | FeatureStats:
+    """The images `spec` names, or the Inception statistics it holds.
+
+    spec: a data-set name (its test split; `NAME:train` for the training split), an image folder or a
+    .npy/.npz array file (all its images, `PATH:test` for an .npz's x_test), or an .npz of FID statistics with
+    keys mu and sigma as pytorch-fid and clean-fid write them.
+    """
+    name, sep, split = spec.rpartition(":")
+    if not (sep and split in ("train", "test")):
+        name, split = spec, ("test" if spec in IMAGE_SETS else "train")
+    path = Path(name)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if {"mu", "sigma"} <= set(z.files):
+                return FeatureStats(mu=z["mu"], sigma=z["sigma"], n=int(z["n"]) if "n" in z.files else 0)
+    return load_images(name, split, data_dir, image_size)
+
+
+def fid_between(a: str, b: str, metrics: list[Metric], domain: str | None = None, data_dir: str | None = None,
+                image_size: int | None = None, quiet: bool = True) -> dict:
+    """FID between image sets `a` and `b` (see `image_set`): domain FID in the features of `domain`'s classifier
+    (default: whichever of a, b is a labelled data-set name), Inception FID on the standard weights."""
+    bad = [m.value for m in metrics if m not in FID_METRICS]
+    if bad:
+        raise UserError(f"--metrics {','.join(bad)}: tiltkit fid computes fid (domain) and inception-fid")
+    sets = {"a": image_set(a, data_dir, image_size), "b": image_set(b, data_dir, image_size)}
+    images = {k: v for k, v in sets.items() if isinstance(v, ImageData)}
+    if len(images) == 2 and tuple(images["a"].shape) != tuple(images["b"].shape):
+        raise UserError(f"{a} has images of shape {tuple(images['a'].shape)}, {b} of {tuple(images['b'].shape)}")
+    report: dict = {"a": a, "b": b, **{f"n_{k}": (len(v.x) if isinstance(v, ImageData) else v.n) for k, v in sets.items()}}
+    if Metric.FID in metrics:
+        if len(images) < 2:
+            raise UserError("domain FID needs two image sets, not a statistics file (use --metrics inception-fid)")
+        source = domain or next((s.rpartition(":")[0] or s for s in (a, b)
+                                 if (s.rpartition(":")[0] or s) in IMAGE_SETS), None)
+        if source is None:
+            raise UserError("domain FID: name the labelled data set whose classifier gives the features (--domain)")
+        clf = classifier_for(DataSource(source, data_dir, image_size), quiet)
+        stats = [FeatureStats.from_features(embed(clf, images[k].x)[0]) for k in ("a", "b")]
+        report["domain"], report["fid"] = source, frechet_distance(*stats)
+    if Metric.INCEPTION_FID in metrics:
+        inception = InceptionFeatures()
+        stats = [v if isinstance(v, FeatureStats)
+                 else FeatureStats.from_features(extract_features(inception, v.x, INCEPTION_BATCH, quiet))
+                 for v in sets.values()]
+        report["inception_fid"] = frechet_distance(*stats)
+    return report
