@@ -129,3 +129,18 @@ def test_fid_of_two_sets_equals_eval_and_is_zero_for_a_set_with_itself(tmp_path,
     assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz"), "--metrics", "inception-fid"]) == 0
     assert json.loads(capsys.readouterr().out)["inception_fid"] == pytest.approx(4.0)  # ‖Δμ‖², equal covariances
     assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz")]) == 2  # domain FID needs images
+
+
+def test_every_run_records_its_provenance(tmp_path, base_run):
+    import yaml
+
+    import torch
+
+    run = tmp_path / "t"
+    assert main(["train", "tilt", "--base", str(base_run), "--out", str(run), "--quiet", *sets(TINY_TILT)]) == 0
+    record = yaml.safe_load((run / "config.yaml").read_text())["provenance"]
+    assert record["tiltkit"] and record["torch"] == torch.__version__ and record["device"] == "cpu"
+    assert record["started"][:4].isdigit() and "git_commit" in record  # a commit from a checkout, else None
+    assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", "--steps", "7"]) == 0
+    again = yaml.safe_load((run / "config.yaml").read_text())
+    assert again["steps"] == 7 and again["provenance"]["started"] == record["started"]

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.metadata
+import subprocess
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+import torch
 import yaml
 
 from .atomic import atomic_write_text
+from .devices import resolve_device
 from .errors import UserError
 from .precision import Precision
 from .samplers import CompileMode, SamplerConfig, SamplerKind
@@ -302,7 +307,34 @@ def validate(cfg, where: str) -> None:
 
 
 def save_yaml(cfg, path: Path, kind: str) -> None:
-    atomic_write_text(path, yaml.safe_dump({"kind": kind, **to_dict(cfg)}, sort_keys=False))
+    """Write a run's config.yaml: its kind, its options, and its provenance (`provenance`), whose start time a
+    rewrite of the same run's config (a resume that extends it) keeps."""
+    path = Path(path)
+    try:
+        before = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        before = None
+    was = before.get("provenance") if isinstance(before, dict) else None
+    started = was.get("started") if isinstance(was, dict) else None
+    record = {"kind": kind, **to_dict(cfg), "provenance": provenance(cfg.device, started)}
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def provenance(device: str, started: str | None = None) -> dict:
+    """What made a run: the tiltkit and torch versions, the git commit of the checkout tiltkit runs from (None
+    for an installed package), the device actually used, the start time."""
+    try:
+        version = importlib.metadata.version("tiltkit")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"tiltkit": version, "torch": str(torch.__version__), "git_commit": commit,
+            "device": str(resolve_device(device)),
+            "started": started or datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
 def read_yaml(path: Path) -> tuple[str | None, dict]:
@@ -314,6 +346,7 @@ def read_yaml(path: Path) -> tuple[str | None, dict]:
     if not isinstance(values, dict):
         raise UserError(f"{path}: not a tiltkit run config (expected a mapping with a 'kind')")
     kind = values.pop("kind", None)
+    values.pop("provenance", None)  # a record of how the run was made, not an option
     return kind if isinstance(kind, str) else None, values
 
 
