@@ -34,7 +34,7 @@ def test_resume_refuses_other_options_and_shorter_steps(tmp_path, base_run, caps
     config = (run / "config.yaml").read_text()
     for extra, match in ((["--set", "lr=0.5"], "lr (0.001 → 0.5)"),
                          (["--set", "train_sampler.kind=langevin"], "train_sampler"),
-                         (["--steps", "3"], "--steps may only extend")):
+                         (["--steps", "3"], "has trained 6 steps already")):
         capsys.readouterr()
         assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", *extra]) == 2
         assert match in capsys.readouterr().err

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import ModuleTiltRunConfig, from_dict, save_yaml, to_dict
+from .config import ModuleTiltRunConfig, from_dict, to_dict
 from .data.images import PixelRange, to_uint8
 from .data.source import DataSource
 from .devices import device_of, resolve_device
@@ -36,6 +36,7 @@ from .samplers.noise import Noise
 from .training.distributed import launch
 from .training.method import Method
 from .training.module_tilt import MODULE_TILT, as_base
+from .training.rundir import trained_steps
 
 MIN_EVAL_N = 10  # samples: fewer give no covariance (FID) or an MMD² of pure noise
 DEFAULT_METRICS = "fid,kid,prdc,classes"  # image runs: the domain-feature metrics
@@ -229,8 +230,6 @@ def fit_tilt(base: ModuleBase, data, out: str | Path, steps: int | None = None, 
         cfg = resumed_config(Path(out), cfg, {*options, *(["seed"] if seed is not None else [])},
                              steps is not None)
     with launch(cfg.device) as dist:
-        if resume and dist.main:  # `steps` may have extended the run
-            save_yaml(cfg, Path(out) / "config.yaml", MODULE_TILT.kind)
         model = MODULE_TILT.train(cfg, Path(out), resume, quiet, dist, base=base, data=data, energy=energy)
     return Run(Path(out), MODULE_TILT, cfg, model)
 
@@ -246,8 +245,8 @@ def resumed_config(out: Path, cfg: ModuleTiltRunConfig, given: set[str], steps_g
     if differ:
         raise UserError(f"resume: {out} was trained with other options: {', '.join(differ)}")
     if steps_given:
-        if cfg.steps < saved.steps:
-            raise UserError(f"resume: steps {cfg.steps} is below the run's {saved.steps}: steps may only extend it")
+        if cfg.steps < trained_steps(out):
+            raise UserError(f"resume: steps {cfg.steps}: {out} has trained {trained_steps(out)} steps already")
         saved.steps = cfg.steps
     return saved
 

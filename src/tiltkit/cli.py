@@ -33,7 +33,7 @@ import yaml
 from . import __version__, viz
 from .api import load
 from .atomic import atomic_write_text
-from .config import MAX_SEED, from_dict, save_yaml, to_dict
+from .config import MAX_SEED, from_dict, to_dict
 from .demo import run_demo
 from .errors import DivergenceError, Interrupted, UserError
 from .methods import method_for, read_run, train_commands
@@ -41,7 +41,7 @@ from .metrics.image_eval import fid_between, parse_metrics
 from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores
 from .precision import Precision
 from .training.distributed import launch
-from .training.rundir import MetricsLog
+from .training.rundir import MetricsLog, trained_steps
 
 
 class Parser(argparse.ArgumentParser):
@@ -266,16 +266,15 @@ def cmd_train(args) -> None:
         if differ:
             raise UserError(f"--resume: {args.out} was trained with other options: {'; '.join(differ)}; resume it "
                             f"without them, or start a new run")
-        if cfg.steps < saved.steps:
-            raise UserError(f"--resume --steps {cfg.steps}: {args.out} runs to step {saved.steps}; --steps may only "
-                            f"extend a run")
+        done = trained_steps(args.out)
+        if cfg.steps < done:
+            raise UserError(f"--resume --steps {cfg.steps}: {args.out} has trained {done} steps already; --steps may "
+                            f"only move its end past them")
     else:
         method = method_for(args.what, {k for k in TRAIN_FLAGS if getattr(args, k, None) is not None})
         cfg = resolve_options(args, method.config_class)
         method.check_command_line(cfg, given_data=args.data is not None or args.config is not None)
     with launch(cfg.device) as dist:
-        if args.resume and dist.main and to_dict(cfg) != to_dict(saved):  # extended, or on another device
-            save_yaml(cfg, args.out / "config.yaml", method.kind)
         method.train(cfg, args.out, resume=args.resume, quiet=args.quiet, dist=dist)
         if dist.main:
             print(f"trained {method.kind} run: {args.out}")

@@ -38,6 +38,7 @@ from ..errors import DivergenceError, Interrupted, UserError
 from ..precision import MixedPrecision
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import Distributed
+from .lock import release, releasing
 from .rundir import MetricsLog
 
 SHOWN = ("loss", "e_pos", "e_neg", "gap", "accept", "semantic_gap", "texture_gap")  # live figures on the progress bar
@@ -81,17 +82,24 @@ class RunState:
 
     def begin(self, resume: bool) -> int:
         """The first step to run: after the latest checkpoint (resume), or 1 for a new run, which saves its
-        config and a step-0 checkpoint (a run killed before its first checkpoint resumes from there)."""
+        config and a step-0 checkpoint (a run killed before its first checkpoint resumes from there).
+        On an error (a checkpoint it cannot load) it lets go of the run directory's lock (prepare_run_dir took it)."""
         self.log = MetricsLog(self.out, enabled=self.dist.main)
-        if resume and list_checkpoints(self.out):
-            step = self.load(latest_checkpoint(self.out))["step"]
-            self.log.trim(step)
-            return step + 1
-        if self.dist.main:
-            save_yaml(self.cfg, self.out / "config.yaml", self.kind)
-        self.log.trim(0)
-        self.save(0)
-        return 1
+        try:
+            if resume and list_checkpoints(self.out):
+                step = self.load(latest_checkpoint(self.out))["step"]
+                if self.dist.main:  # extended steps or another device, under the run's lock
+                    save_yaml(self.cfg, self.out / "config.yaml", self.kind)
+                self.log.trim(step)
+                return step + 1
+            if self.dist.main:
+                save_yaml(self.cfg, self.out / "config.yaml", self.kind)
+            self.log.trim(0)
+            self.save(0)
+            return 1
+        except BaseException:
+            release(self.out)
+            raise
 
     def state(self) -> dict:
         """The checkpoint state; "ranks" holds each rank's generator, extra state and a sum of its weights
@@ -216,11 +224,11 @@ def run_steps(run: RunState, first: int, last: int, step_fn: Callable[[int], dic
     A DivergenceError from step_fn goes to `run.recover` (the policy) before anything of that step is saved.
     `should_stop()` true after a step (early stopping) ends the loop there, with a checkpoint of that step;
     a signal does the same and raises Interrupted. Each log line gets `time_s`, the wall seconds since
-    this call started.
+    this call started. However it ends, the run directory's lock is released (rundir.prepare_run_dir took it).
     """
     bar = tqdm(total=last, desc=desc, disable=quiet or not run.dist.main, initial=first - 1, leave=False)
     start, step, device = time.perf_counter(), first, run.gen.device
-    with stop_on_signals() as caught:
+    with releasing(run.out), stop_on_signals() as caught:
         while step <= last:
             try:
                 metrics = run.dist.mean(step_fn(step))

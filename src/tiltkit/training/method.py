@@ -18,7 +18,7 @@ from ..metrics.ood import Score, Scorer
 from ..samplers.noise import Noise
 from .checkpoint import load_checkpoint
 from .distributed import Distributed
-from .rundir import data_shape_of, run_checkpoint
+from .rundir import data_shape_of, read_run_checkpoint
 
 
 class Method:
@@ -51,10 +51,12 @@ class Method:
         raise NotImplementedError
 
     def load(self, run_dir: Path, cfg, device: torch.device, **inputs) -> nn.Module:
-        """The model of a run at its best or latest checkpoint, on `device`, in eval mode."""
-        ckpt = run_checkpoint(run_dir)
-        model = self.build(run_dir, cfg, data_shape_of(ckpt), **inputs)
-        return self.load_weights(ckpt, self.modules(model), model, device)
+        """The model of a run at its best or latest checkpoint, on `device`, in eval mode; a checkpoint that
+        a training of the run rotates away while it is read is picked again (rundir.read_run_checkpoint)."""
+        def read(ckpt: Path) -> nn.Module:
+            model = self.build(run_dir, cfg, data_shape_of(ckpt), **inputs)
+            return self.load_weights(ckpt, self.modules(model), model, device)
+        return read_run_checkpoint(run_dir, read)
 
     @staticmethod
     def load_weights(checkpoint: Path, modules: dict[str, nn.Module], model: nn.Module,

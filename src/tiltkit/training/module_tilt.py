@@ -33,7 +33,7 @@ from .builders import build_energy, tilted_model
 from .checkpoint import read_weights
 from .contrastive import TiltMethod, fit_energy, training_data
 from .distributed import Distributed
-from .rundir import data_shape_of, run_checkpoint
+from .rundir import data_shape_of, read_run_checkpoint
 
 
 def as_base(generator: nn.Module, noise_shape, *, log_likelihood=None, encode=None, decode_mean=None,
@@ -200,11 +200,13 @@ class ModuleTiltMethod(TiltMethod):
 
     def load(self, run_dir: Path, cfg: ModuleTiltRunConfig, device: torch.device,
              base: ModuleBase | nn.Module | None = None, energy: nn.Module | None = None) -> TiltedModel:
-        """The run's tilted model on the given (or factory-made) base, refused unless its weights are the run's."""
-        ckpt = run_checkpoint(run_dir)
-        model = self.build(run_dir, cfg, data_shape_of(ckpt), base, energy)
-        same_weights(ckpt, model.base, run_dir)
-        return self.load_weights(ckpt, {"energy": model.energy}, model, device)
+        """The run's tilted model on the given (or factory-made) base, refused unless its weights are the run's;
+        a checkpoint rotated away while it is read is picked again (rundir.read_run_checkpoint)."""
+        def read(ckpt: Path) -> TiltedModel:
+            model = self.build(run_dir, cfg, data_shape_of(ckpt), base, energy)
+            same_weights(ckpt, model.base, run_dir)
+            return self.load_weights(ckpt, {"energy": model.energy}, model, device)
+        return read_run_checkpoint(run_dir, read)
 
     def data_config(self, run_dir: Path, cfg: ModuleTiltRunConfig) -> ModuleTiltRunConfig:
         return cfg  # its own data (None where an array was given)

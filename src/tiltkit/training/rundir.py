@@ -1,35 +1,69 @@
-"""Run directories, the bottom layer of training: creating one, its metrics log, and finding the checkpoint
-a finished run is used from.
+"""Run directories, the bottom layer of training: creating and locking one, its metrics log, and finding
+and reading the checkpoint a run is used from.
 
     RUN/config.yaml      the resolved options, with the run's `kind` (methods.py)
     RUN/metrics.jsonl    one JSON object per logged step
     RUN/checkpoints/     see checkpoint.py
+    RUN/.lock            the process training it, while it trains (lock.py)
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
-from .checkpoint import BEST, latest_checkpoint, read_state
+from .checkpoint import BEST, PREFIX, latest_checkpoint, list_checkpoints, read_state
 from .distributed import Distributed
+from .lock import LOCK, hold, os_reason, release
+
+T = TypeVar("T")
+READ_TRIES = 5  # picks of a run's newest checkpoint while its training rotates them away
 
 
 def prepare_run_dir(out: Path, resume: bool, dist: Distributed = Distributed()) -> Path:
-    """A new empty run directory, or (resume) an existing one that holds a config; rank 0 checks and
-    creates it while the other ranks wait."""
+    """A new empty run directory, or (resume) an existing one that holds a config, locked for this process
+    until its training ends (lock.py; released by training.loop); rank 0 checks, creates and locks it while
+    the other ranks wait. The lock comes first, so a run in training is refused naming its holder."""
     out = Path(out)
+    occupied = f"{out} already exists and is not empty: choose a new --out, or pass --resume"
     if dist.main:
         if resume and not (out / "config.yaml").is_file():
             raise UserError(f"--resume: {out} is not a tiltkit run directory (no config.yaml)")
-        if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"{out} already exists and is not empty: choose a new --out, or pass --resume")
-        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            if out.exists() and not out.is_dir():
+                raise UserError(occupied)
+            make_run_dir(out)
+        gone = hold(out)
+        if not resume and any(p.name != LOCK for p in out.iterdir()):
+            release(out)
+            raise UserError(occupied)
+        if gone is not None:
+            print(f"tiltkit: warning: {out} was held by {gone.describe()}, which is gone: taking it over",
+                  file=sys.stderr)
     dist.barrier()
     return out
+
+
+def make_run_dir(out: Path) -> None:
+    """mkdir -p `out`, or one line saying why not (under a file, in a read-only folder, under /proc)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), exc.filename)
+            reason = f"{blocker} is not a directory"
+        elif exc.filename is not None and Path(exc.filename) != out:
+            reason = f"{exc.filename}: {os_reason(exc)}"
+        else:
+            reason = os_reason(exc)
+        raise UserError(f"cannot create run directory {out}: {reason}") from None
 
 
 class MetricsLog:
@@ -77,6 +111,36 @@ def run_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a finished run is used from: the best by validation if kept, else the latest."""
     best = Path(run_dir) / "checkpoints" / BEST
     return best if (best / "state.pt").is_file() else latest_checkpoint(run_dir)
+
+
+def trained_steps(run_dir: Path) -> int:
+    """The step of a run's newest checkpoint: how far it has trained (0 before its first checkpoint)."""
+    found = list_checkpoints(run_dir)
+    return int(found[-1].name[len(PREFIX):]) if found else 0
+
+
+def read_run_checkpoint(run_dir: Path, read: Callable[[Path], T]) -> T:
+    """read(run_checkpoint(run_dir)), for a run that may be training meanwhile: its saves rotate old
+    checkpoints away (and replace the best), so when the one picked is gone or replaced before `read` is
+    done with it, the newest is picked again (READ_TRIES times in all)."""
+    tries = 1
+    while True:
+        checkpoint = run_checkpoint(run_dir)
+        picked = identity(checkpoint)
+        try:
+            return read(checkpoint)
+        except (UserError, OSError):
+            if tries == READ_TRIES or (picked is not None and identity(checkpoint) == picked):
+                raise
+        tries += 1
+
+
+def identity(path: Path) -> int | None:
+    """The inode of `path` (None if there is none): a checkpoint renamed into its place is another one."""
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def data_shape_of(checkpoint: Path) -> tuple[int, ...]:
