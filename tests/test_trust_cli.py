@@ -85,6 +85,7 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
 def test_2d_runs_draw_scatter_plots_chain_paths_and_curves(tmp_path, base_run, capsys):
     run = tmp_path / "t"
     assert main(["train", "tilt", "--base", str(base_run), "--out", str(run), "--quiet", *sets(TINY_TILT)]) == 0
+    assert f"trained tilt run: {run} (step 6, " in capsys.readouterr().out  # the summary line
     for extra, name in (([], "x.png"), (["--trajectory", "--every", "2"], "traj.png"), (["--compare-base"], "cmp.png")):
         assert main(["sample", str(run), "--n", "50", *extra, "--out", str(tmp_path / name)]) == 0
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
