@@ -28,9 +28,9 @@ STEPS = 60
 OPTS = {**TINY_BASE, "checkpoint_every": 1}  # a save every step: checkpoints rotate all the time
 
 
-def start(run, steps: int = STEPS) -> subprocess.Popen:
+def start(run, steps: int = STEPS, checkpoint_every: int = 1) -> subprocess.Popen:
     return tiltkit_process("train", "base", "--data", "25gaussians", "--out", str(run), "--steps", str(steps),
-                           "--device", "cpu", *sets(OPTS))
+                           "--device", "cpu", *sets({**OPTS, "checkpoint_every": checkpoint_every}))
 
 
 def steps_logged(run) -> list[int]:
@@ -86,7 +86,7 @@ def test_loading_a_run_in_training_never_tears(tmp_path, monkeypatch):
     """Half the loads pause between picking a checkpoint and reading it, long enough for the training to
     rotate it away; each must pick the newest again and succeed."""
     run = tmp_path / "run"
-    training = start(run, steps=100_000)
+    training = start(run, steps=100_000, checkpoint_every=3)  # a rotation every few ms; a load outlasts it paused
     read_shape, pause = method.data_shape_of, {"next": False, "picks": 0}
 
     def slow_read_shape(checkpoint):

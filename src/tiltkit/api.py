@@ -38,7 +38,7 @@ from .training.method import Method
 from .training.module_tilt import MODULE_TILT, as_base
 from .training.rundir import trained_steps
 
-MIN_EVAL_N = 10  # samples: fewer give no covariance (FID) or an MMD² of pure noise
+MIN_EVAL_N = 10  # samples of a point run: fewer give an MMD² of pure noise (images: each metric says its own)
 DEFAULT_METRICS = "fid,kid,prdc,classes"  # image runs: the domain-feature metrics
 
 # fit_tilt's defaults for images (C, H, W): the Fashion-MNIST latent-EBM recipe's energy and chains (vectors
@@ -126,9 +126,9 @@ class Run:
         default) and inception-fid, with the floor of real training images (metrics/image_eval.py).
         """
         source = self.data_source(data, data_dir)
-        if n is not None and n < MIN_EVAL_N:
-            raise UserError(f"--n {n}: sample-quality metrics need at least {MIN_EVAL_N} samples")
         if not source.is_image:
+            if n is not None and n < MIN_EVAL_N:
+                raise UserError(f"--n {n}: the toy metrics need at least {MIN_EVAL_N} samples")
             if metrics is not None:
                 raise UserError(f"--metrics {metrics}: image metrics; a run on points ({source.name}) reports the "
                                 f"toy metrics (mmd, emd, and modes for 25gaussians)")

@@ -24,7 +24,7 @@ from .distributed import Distributed
 from .lock import LOCK, hold, os_reason, release
 
 T = TypeVar("T")
-READ_TRIES = 5  # picks of a run's newest checkpoint while its training rotates them away
+READ_TRIES = 20  # picks of a run's newest checkpoint while its training rotates them away
 
 
 def prepare_run_dir(out: Path, resume: bool, dist: Distributed = Distributed()) -> Path:
