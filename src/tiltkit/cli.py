@@ -285,27 +285,13 @@ def cmd_train(args) -> None:
 def summary(run_dir: Path, seconds: float) -> str:
     """How a training ended, from its metrics log: the last step, this process's wall time, and the best
     validation FID where the run validated."""
-    records = step_records(run_dir)
+    records = MetricsLog(run_dir).steps()
     text = f"step {records[-1]['step'] if records else 0}, {seconds:.1f} s"
     scored = [r for r in records if isinstance(r.get("val_fid"), (int, float))]
     if scored:
         best = min(scored, key=lambda r: r["val_fid"])
         text += f"; best validation domain FID {best['val_fid']:.3f} at step {best['step']}"
     return text
-
-
-def step_records(run_dir: Path) -> list[dict]:
-    """The step lines of a run's metrics.jsonl (events and a line cut short by a kill left out)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = []
-    for line in (path.read_text().splitlines() if path.is_file() else []):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and "event" not in record:
-            records.append(record)
-    return records
 
 
 def cmd_sample(args) -> None:
@@ -390,7 +376,7 @@ def cmd_fid(args) -> None:
 
 def cmd_plot(args) -> None:
     read_run(args.run)
-    records = step_records(args.run)
+    records = MetricsLog(args.run).steps()
     if not records:
         raise UserError(f"{args.run}: no training step logged yet in metrics.jsonl")
     out = args.out or args.run / "curves.png"

@@ -76,17 +76,26 @@ class MetricsLog:
     def __init__(self, run_dir: Path, enabled: bool = True):
         self.path, self.enabled = Path(run_dir) / "metrics.jsonl", enabled
 
-    def trim(self, step: int) -> None:
-        if not self.enabled or not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
+    def lines(self) -> list[tuple[str, dict]]:
+        """(text, record) of every whole line; a line cut short by a kill is left out."""
+        out = []
+        for line in (self.path.read_text().splitlines() if self.path.is_file() else []):
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and ("event" in record or record.get("step", 0) <= step):
-                kept.append(line)
+            if isinstance(record, dict):
+                out.append((line, record))
+        return out
+
+    def steps(self) -> list[dict]:
+        """The step lines (events, eval and ood records left out)."""
+        return [r for _, r in self.lines() if isinstance(r.get("step"), int) and "event" not in r]
+
+    def trim(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line, record in self.lines() if "event" in record or record.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
