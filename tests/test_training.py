@@ -141,7 +141,8 @@ def test_early_stopping_stops_after_patience_and_saves_that_step(tmp_path):
         return {"loss": float(step)}
 
     run = SimpleNamespace(dist=Distributed(), gen=torch.Generator(), log=MetricsLog(tmp_path), out=tmp_path,
-                          save=saved.append)  # the parts of a RunState the loop uses
+                          save=saved.append, cfg=SimpleNamespace(log_images_every=0), board=None,
+                          preview=None)  # the parts of a RunState the loop uses
     run_steps(run, 1, 10, step_fn, checkpoint_every=5, quiet=True, should_stop=stopper.should_stop)
     assert bests == [2, 4] and saved == [5, 8]  # the regular checkpoint at 5, then the stop at 8
     assert stopper.state_dict() == {"best": 3.0, "best_step": 4, "bad": 2}

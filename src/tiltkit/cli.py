@@ -101,6 +101,9 @@ def build_parser() -> Parser:
                        "each process's own GPU)")
         t.add_argument("--precision", choices=[p.value for p in Precision],
                        help="32 (default), bf16 (autocast, CPU or GPU) or fp16 (GPU, gradient scaler)")
+        t.add_argument("--log", choices=("jsonl", "tensorboard"),
+                       help="tensorboard: also TensorBoard event files in OUT/tensorboard (scalars; image runs: sample "
+                            "grids every log_images_every steps, default each checkpoint); needs tiltkit[tensorboard]")
         t.add_argument("--config", type=Path, help="YAML recipe of options")
         t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one option, YAML value (repeatable), e.g. --set alpha=0.1")
@@ -179,10 +182,12 @@ def build_parser() -> Parser:
     return p
 
 
-TRAIN_FLAGS = ("data", "data_dir", "image_size", "model", "base", "base_module", "steps", "seed", "device", "precision")
+TRAIN_FLAGS = ("data", "data_dir", "image_size", "model", "base", "base_module", "steps", "seed", "device", "precision",
+               "log")
 
 
-RESUME_MAY_CHANGE = ("steps", "device")  # where and how long a resumed run goes on; every other option is the run's
+# where and how long a resumed run goes on, and what it logs to; every other option is the run's
+RESUME_MAY_CHANGE = ("steps", "device", "log", "log_images_every")
 
 
 def resolve_options(args, cls, start=None):

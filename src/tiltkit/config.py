@@ -32,14 +32,23 @@ class DivergenceAction(str, enum.Enum):
     ROLLBACK = "rollback"  # reload the last good checkpoint; lr and chain step sizes × rollback_factor, new seeds
 
 
+class LogBackend(str, enum.Enum):
+    """Where a run's step metrics go besides metrics.jsonl (training/board.py)."""
+
+    JSONL = "jsonl"  # metrics.jsonl only
+    TENSORBOARD = "tensorboard"  # also RUN/tensorboard event files: scalars, and image runs' sample grids
+
+
 @dataclass
 class Reliability:
-    """Options every trainer shares: precision and the divergence policy (mixed into each run config)."""
+    """Options every trainer shares: precision, the divergence policy and the logger (mixed into each run config)."""
 
     precision: Precision = Precision.FP32  # "32", "bf16" (autocast, CPU or GPU) or "fp16" (GPU, with a grad scaler)
     on_divergence: DivergenceAction = DivergenceAction.STOP
     max_rollbacks: int = 3  # rollbacks before the run stops anyway
     rollback_factor: float = 0.5  # each rollback multiplies the lr and the training chains' step sizes by this
+    log: LogBackend = LogBackend.JSONL  # "tensorboard": also TensorBoard event files in RUN/tensorboard
+    log_images_every: int = 0  # log tensorboard, image runs: a grid of samples every this many steps (0: at each checkpoint)
 
 
 # The toy recipe's network sizes, for the default model and energy alone: a model or energy named without
@@ -258,7 +267,8 @@ def _coerce(hint, value, where: str):
 POSITIVE = ("steps", "batch_size", "lr", "step_size", "n_train", "checkpoint_every", "buffer_size", "n_leapfrog",
             "grad_clip", "image_size", "eval_n", "val_size", "replay_anneal_steps", "recon_steps", "sample_sigma",
             "max_energy")
-NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps", "alpha", "max_rollbacks")
+NON_NEGATIVE = ("warmup_steps", "weight_decay", "spectral_reg", "pretrain_steps", "alpha", "max_rollbacks",
+                "log_images_every")
 
 
 def validate(cfg, where: str) -> None:

@@ -18,6 +18,7 @@ from ..generators import Capability, require
 from ..metrics.ood import Score, likelihood_scores
 from ..nn import fit_standardizers
 from ..precision import MixedPrecision
+from .board import image_preview
 from .builders import build_base
 from .distributed import Distributed
 from .loop import RunState, run_steps
@@ -51,7 +52,7 @@ def train_base(cfg: BaseRunConfig, out: Path, resume: bool = False, quiet: bool 
     data_gen, gen = dist.generators(cfg.seed, device)
     run = RunState(out, cfg, BASE.kind, BASE.modules(model), opt, data_gen, gen,
                    MixedPrecision(cfg.precision, device), dist, shape,
-                   sched=torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg)))
+                   sched=torch.optim.lr_scheduler.LambdaLR(opt, cosine_lr(cfg)), preview=image_preview(BASE, cfg, model))
     first = run.begin(resume)
     objective = dist.wrap(model, "loss", device)
     params = [p for p in model.parameters() if p.requires_grad]

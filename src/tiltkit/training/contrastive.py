@@ -37,6 +37,7 @@ from ..samplers import CompileMode, ReplayBuffer
 from ..samplers.noise import Noise
 from ..tilt import TiltedModel
 from .base import BASE
+from .board import image_preview
 from .builders import build_base, build_energy, pixel_box_config, tilted_model
 from .checkpoint import BEST
 from .distributed import Distributed
@@ -105,7 +106,7 @@ def fit_energy(method: Method, cfg: TiltRunConfig, out: Path, base: BaseModel, e
                    MixedPrecision(cfg.precision, device), dist, shape,
                    shared_extra=lambda: {"early_stopping": stopper.state_dict()},
                    local_extra=lambda: {"buffer": buffer.state_dict()} if buffer is not None else {},
-                   restore=restore, samplers=("train_sampler",))
+                   restore=restore, samplers=("train_sampler",), preview=image_preview(method, cfg, tilted))
     if not resume and dist.main:
         save_inputs(out)
     first = run.begin(resume)

@@ -24,6 +24,7 @@ from ..devices import resolve_device
 from ..errors import UserError
 from ..metrics.ood import Score
 from ..precision import MixedPrecision
+from .board import image_preview
 from .builders import build_debm
 from .distributed import Distributed
 from .loop import RunState, run_steps
@@ -46,7 +47,8 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     data_gen, gen = dist.generators(cfg.seed, device)
     run = RunState(out, cfg, DEBM.kind, DEBM.modules(model), opt, data_gen, gen,
-                   MixedPrecision(cfg.precision, device), dist, shape, samplers=("latent_sampler", "pixel_sampler"))
+                   MixedPrecision(cfg.precision, device), dist, shape, samplers=("latent_sampler", "pixel_sampler"),
+                   preview=image_preview(DEBM, cfg, model))
     first = run.begin(resume)
     amp = run.amp
     phi, gamma = list(model.dae.parameters()), list(model.decoder.parameters())

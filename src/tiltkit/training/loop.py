@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..config import DivergenceAction, save_yaml
 from ..errors import DivergenceError, Interrupted, UserError
 from ..precision import MixedPrecision
+from .board import Board, open_board
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .distributed import Distributed
 from .lock import release, releasing
@@ -53,7 +54,7 @@ class RunState:
     this rank's (replay buffer); `restore(shared, local)` puts them back. `samplers`: names of the config's
     training-chain SamplerConfigs; the trainer runs `chains[name]`, which is the config's with its step size
     times `step_scale` (rollbacks shrink it; the config itself is left as given). The scheduler, if any, is
-    a LambdaLR.
+    a LambdaLR. `preview()`: an image run's samples as uint8 images for the TensorBoard log (board.image_preview).
     """
 
     out: Path
@@ -74,7 +75,9 @@ class RunState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     step_scale: float = 1.0
+    preview: Callable[[], torch.Tensor] | None = None
     log: MetricsLog = field(init=False)
+    board: Board | None = field(init=False)
     chains: dict = field(init=False)
 
     def __post_init__(self):
@@ -83,20 +86,19 @@ class RunState:
     def begin(self, resume: bool) -> int:
         """The first step to run: after the latest checkpoint (resume), or 1 for a new run, which saves its
         config and a step-0 checkpoint (a run killed before its first checkpoint resumes from there).
+        The TensorBoard log, if the config asks for one, opens here (its events from the first step on are purged).
         On an error (a checkpoint it cannot load) it lets go of the run directory's lock (prepare_run_dir took it)."""
         self.log = MetricsLog(self.out, enabled=self.dist.main)
         try:
-            if resume and list_checkpoints(self.out):
-                step = self.load(latest_checkpoint(self.out))["step"]
-                if self.dist.main:  # extended steps or another device, under the run's lock
-                    save_yaml(self.cfg, self.out / "config.yaml", self.kind)
-                self.log.trim(step)
-                return step + 1
-            if self.dist.main:
+            resumed = resume and bool(list_checkpoints(self.out))
+            step = self.load(latest_checkpoint(self.out))["step"] if resumed else 0
+            if self.dist.main:  # a resumed run's too: extended steps or another device, under the run's lock
                 save_yaml(self.cfg, self.out / "config.yaml", self.kind)
-            self.log.trim(0)
-            self.save(0)
-            return 1
+            self.log.trim(step)
+            if not resumed:
+                self.save(0)
+            self.board = open_board(self.cfg, self.out, step + 1, self.dist.main)
+            return step + 1
         except BaseException:
             release(self.out)
             raise
@@ -183,6 +185,8 @@ class RunState:
                             self.dist.generators(cfg.seed + rollbacks * ROLLBACK_SEED_STRIDE, self.gen.device)):
             g.set_state(fresh.get_state())  # in place: the replay buffer holds the same generator
         self.log.trim(state["step"])
+        if self.board is not None:
+            self.board.rewind(state["step"] + 1)
         self.log.write({"step": state["step"], "event": "rollback", "diverged_at": exc.step, "reason": exc.what,
                         "rollbacks": rollbacks, "lr_scale": lr_scale, "step_size_scale": step_scale})
         return state["step"] + 1
@@ -224,11 +228,16 @@ def run_steps(run: RunState, first: int, last: int, step_fn: Callable[[int], dic
     A DivergenceError from step_fn goes to `run.recover` (the policy) before anything of that step is saved.
     `should_stop()` true after a step (early stopping) ends the loop there, with a checkpoint of that step;
     a signal does the same and raises Interrupted. Each log line gets `time_s`, the wall seconds since
-    this call started. However it ends, the run directory's lock is released (rundir.prepare_run_dir took it).
+    this call started. A TensorBoard log (`run.board`) gets the metrics, and an image run's sample grid
+    (`run.preview`) every `log_images_every` steps (0: with each checkpoint) and at the last step.
+    However it ends, the run directory's lock is released (rundir.prepare_run_dir took it) and the
+    TensorBoard log closed.
     """
     bar = tqdm(total=last, desc=desc, disable=quiet or not run.dist.main, initial=first - 1, leave=False)
     start, step, device = time.perf_counter(), first, run.gen.device
-    with releasing(run.out), stop_on_signals() as caught:
+    images_every = run.cfg.log_images_every or checkpoint_every
+    board = contextlib.closing(run.board) if run.board is not None else contextlib.nullcontext()
+    with releasing(run.out), board, stop_on_signals() as caught:
         while step <= last:
             try:
                 metrics = run.dist.mean(step_fn(step))
@@ -238,6 +247,10 @@ def run_steps(run: RunState, first: int, last: int, step_fn: Callable[[int], dic
                 bar.write(f"{desc}: diverged at step {exc.step} ({exc.what}); rolled back to step {step - 1}")
                 continue
             run.log.write({"step": step, **metrics, "time_s": round(time.perf_counter() - start, 3)})
+            if run.board is not None:
+                run.board.scalars(step, metrics)
+                if run.preview is not None and (step % images_every == 0 or step == last):
+                    run.board.images(step, run.preview())
             bar.update()
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in SHOWN if k in metrics}, refresh=False)
             signalled = run.dist.any(caught["signal"] is not None, device)
