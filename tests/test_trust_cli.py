@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY_TILT, sets
-from tiltkit.cli import build_parser, main, resolve_options
+from tiltkit.cli import build_parser, main
+from tiltkit.commands import resolve_options
 from tiltkit.config import TiltRunConfig
 from tiltkit.samplers import SamplerKind
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tiltkit.cli import build_parser, main, resolve_options
+from tiltkit.cli import build_parser, main
+from tiltkit.commands import resolve_options
 from tiltkit.config import (MAX_SEED, BaseRunConfig, DebmRunConfig, TiltRunConfig, from_dict, read_config,
                             save_yaml)
 from tiltkit.data.images import load_images

@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from .atomic import atomic_write_text
+from .choices import MAX_SEED, LogBackend, Precision
 from .devices import resolve_device
 from .errors import UserError
-from .precision import Precision
 from .samplers import CompileMode, SamplerConfig, SamplerKind
 
 
@@ -30,13 +30,6 @@ class DivergenceAction(str, enum.Enum):
 
     STOP = "stop"  # log the event and stop with a message; the last good checkpoint stays
     ROLLBACK = "rollback"  # reload the last good checkpoint; lr and chain step sizes × rollback_factor, new seeds
-
-
-class LogBackend(str, enum.Enum):
-    """Where a run's step metrics go besides metrics.jsonl (training/board.py)."""
-
-    JSONL = "jsonl"  # metrics.jsonl only
-    TENSORBOARD = "tensorboard"  # also RUN/tensorboard event files: scalars, and image runs' sample grids
 
 
 @dataclass
@@ -57,7 +50,6 @@ class Reliability:
 DEFAULT_MODEL, DEFAULT_MODEL_KWARGS = "vae", {"latent_dim": 2, "hidden": 128, "depth": 3}
 DEFAULT_ENERGY = "mlp"
 DEFAULT_ENERGY_KWARGS = {"hidden": 128, "depth": 3, "fourier_features": 64, "fourier_scale": 1.0}
-MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; the derived seeds (per rank, per rollback) stay below 2**64
 
 
 @dataclass

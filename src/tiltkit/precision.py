@@ -16,20 +16,14 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import math
 from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 
+from .choices import Precision
 from .samplers import SamplerKind
-
-
-class Precision(str, enum.Enum):
-    FP32 = "32"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, loaded by the first figure (not by every command)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_points(ax, x: np.ndarray, title: str, lim: tuple[float, float]) -> None:
@@ -39,19 +43,19 @@ def points_figure(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
     lo, hi = np.percentile(pts, [0.5, 99.5], axis=0)
     pad = 0.1 * float((hi - lo).max())
     lim = (float(lo.min()) - pad, float(hi.max()) + pad)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, x) in zip(axes[0], panels):
         plot_points(ax, x, title, lim)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def chain_paths(frames: list[np.ndarray], path: Path, title: str = "Langevin chains") -> None:
     """2-D chains drawn as paths: frames[t] (N, 2) is every chain's state at frame t; start ○, end ●."""
     states = np.stack(frames, 1)  # (N, T, 2)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = pyplot().subplots(figsize=(5, 5))
     for chain in states:
         ax.plot(chain[:, 0], chain[:, 1], lw=0.6, alpha=0.7)
     ax.scatter(states[:, 0, 0], states[:, 0, 1], s=12, facecolors="none", edgecolors="gray", label="start")
@@ -61,7 +65,7 @@ def chain_paths(frames: list[np.ndarray], path: Path, title: str = "Langevin cha
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 CURVES = (("loss", ("loss",)), ("energies", ("e_pos", "e_neg")), ("energy gap E(x⁻) − E(x⁺)", ("gap",)),
@@ -74,7 +78,7 @@ def curves_figure(records: list[dict], path: Path, title: str = "") -> list[str]
     panels = [(name, keys) for name, keys in CURVES if any(k in r for r in records for k in keys)]
     if not panels:
         panels = [("loss", ("loss",))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (name, keys) in zip(axes[0], panels):
         for key in keys:
             steps = [r["step"] for r in records if isinstance(r.get(key), (int, float))]
@@ -87,7 +91,7 @@ def curves_figure(records: list[dict], path: Path, title: str = "") -> list[str]
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
     return [name for name, _ in panels]
 
 
@@ -99,7 +103,7 @@ def demo_figure(rows: list[dict], path: Path) -> None:
 
     rows: dicts with keys name, data, base, tilted (arrays (N, 2)), base_name ("vae", "realnvp", "glf-mlp") and energy (a module).
     """
-    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 3.4 * len(rows)), squeeze=False)
+    fig, axes = pyplot().subplots(len(rows), 4, figsize=(13, 3.4 * len(rows)), squeeze=False)
     for ax, row in zip(axes, rows):
         pts = np.concatenate([row["data"], row["base"], row["tilted"]])
         lo, hi = np.percentile(pts, [0.5, 99.5], axis=0)
@@ -111,7 +115,7 @@ def demo_figure(rows: list[dict], path: Path) -> None:
         plot_energy(ax[3], row["energy"], lim, "learned energy E(x)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 # -- images -------------------------------------------------------------------------------
@@ -151,7 +155,7 @@ def trajectory_strip(frames: list[torch.Tensor]) -> np.ndarray:
 
 def compare_figure(panels: list[tuple[str, torch.Tensor]], path: Path, nrow: int | None = None) -> None:
     """Titled image grids side by side, e.g. [("VAE", base), ("VAE + latent EBM", tilted)] from the same noise."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, x) in zip(axes[0], panels):
         grid = image_grid(x, nrow)
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
@@ -160,7 +164,7 @@ def compare_figure(panels: list[tuple[str, torch.Tensor]], path: Path, nrow: int
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 # -- OOD scores ---------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def score_histograms(groups: list[tuple[str, np.ndarray]], path: Path, xlabel: s
     pad = 0.02 * (hi - lo) if hi > lo else 0.5 * width
     lo, hi = lo - pad, hi + pad
     edges = np.linspace(lo, hi, bins + 1)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for i, (label, v) in enumerate(groups):
         off = float(np.mean((v < lo) | (v > hi)))
         note = f" ({off:.0%} off the axis)" if off >= 0.01 else ""
@@ -192,4 +196,4 @@ def score_histograms(groups: list[tuple[str, np.ndarray]], path: Path, xlabel: s
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)

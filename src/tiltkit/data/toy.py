@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import make_moons, make_swiss_roll
 
 from ..errors import UserError
 from .formats import ARRAY_FILE_ERRORS, check_npy_size, refuse_complex, why
@@ -33,6 +32,7 @@ def gaussians25(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def swissroll(n: int, rng: np.random.Generator) -> np.ndarray:
+    from sklearn.datasets import make_swiss_roll  # scikit-learn takes a second to load: only for these two sets
     x, _ = make_swiss_roll(n, noise=0.25, random_state=int(rng.integers(2**31)))
     return x[:, [0, 2]] / 7.5
 
@@ -52,6 +52,7 @@ def rings(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def moons(n: int, rng: np.random.Generator) -> np.ndarray:
+    from sklearn.datasets import make_moons
     x, _ = make_moons(n, noise=0.05, random_state=int(rng.integers(2**31)))
     return x - np.array([0.5, 0.25])
 

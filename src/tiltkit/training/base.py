@@ -78,12 +78,6 @@ class BaseMethod(Method):
     kind = command = "base"
     config_class = BaseRunConfig
     label = "base"
-    help = "fit a base generator to data"
-    cli_options = {"data": "toy set name or .npy/.csv file of points (N, D); or image set (mnist, fashion-mnist, "
-                           "cifar10, svhn), image folder or .npy/.npz of images",
-                   "data_dir": "where to look for an image set first",
-                   "image_size": "image folders: centre-crop and resize to this",
-                   "model": "base model (vae for points, conv-vae for images)"}
 
     def check_command_line(self, cfg: BaseRunConfig, given_data: bool) -> None:
         if not given_data:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..config import LogBackend
+from ..choices import LogBackend
 from ..data.images import to_uint8
 from ..errors import UserError
 

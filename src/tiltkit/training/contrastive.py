@@ -207,11 +207,6 @@ class TiltMethod(Method):
     kind = command = "tilt"
     config_class = TiltRunConfig
     label = "tilted"
-    help = "fit an energy on a frozen base"
-    cli_options = {"base": "the base run directory, or 'none' for a pixel EBM on --data",
-                   "data": "--base none: the image set the pixel EBM fits; --base-module: the data (a set or file)",
-                   "data_dir": "where to look for an image set first",
-                   "image_size": "image folders: centre-crop and resize"}
 
     def check_command_line(self, cfg: TiltRunConfig, given_data: bool) -> None:
         if not cfg.base:

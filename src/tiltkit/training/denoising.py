@@ -87,10 +87,6 @@ class DebmMethod(Method):
     kind = command = "debm"
     config_class = DebmRunConfig
     label = "Denoising-EBM"
-    help = "fit a Denoising-EBM (DAE energies, Algorithm 1)"
-    cli_options = {"data": "image set (mnist, fashion-mnist, cifar10, svhn), image folder or array file",
-                   "data_dir": "where to look for an image set first",
-                   "image_size": "image folders: centre-crop and resize to this"}
 
     def train(self, cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool = False,
               dist: Distributed = Distributed()) -> DenoisingEBM:

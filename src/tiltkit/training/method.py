@@ -28,8 +28,6 @@ class Method:
     label: ClassVar[str]  # what its samples are called in messages
     selected_by: ClassVar[str | None] = None  # a `train COMMAND` option that picks this method over the plain one
     inputs: ClassVar[tuple[str, ...]] = ()  # objects `train` and `load` take besides the config (the user's models)
-    help: ClassVar[str] = ""  # `tiltkit train COMMAND --help`
-    cli_options: ClassVar[dict[str, str]] = {}  # its own `train COMMAND` options (config keys) and their help
 
     def check_command_line(self, cfg, given_data: bool) -> None:
         """Refuse a new run the command line under-specifies (`given_data`: --data or --config was given)."""

@@ -129,8 +129,6 @@ class ModuleTiltMethod(TiltMethod):
     config_class = ModuleTiltRunConfig
     selected_by = "base_module"
     inputs = ("base", "energy")
-    cli_options = {"base_module": "MODULE:FACTORY: tilt your own generator, returned by FACTORY() from a module on "
-                                  "PYTHONPATH (docs/api.md)"}
 
     def check_command_line(self, cfg: ModuleTiltRunConfig, given_data: bool) -> None:
         if cfg.data is None:
