@@ -4,6 +4,7 @@ without --debug), and eval refuses what it would have ignored."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import TINY_TILT, sets
@@ -146,3 +147,39 @@ def test_every_run_records_its_provenance(tmp_path, base_run):
     assert main(["train", "tilt", "--out", str(run), "--resume", "--quiet", "--steps", "7"]) == 0
     again = yaml.safe_load((run / "config.yaml").read_text())
     assert again["steps"] == 7 and again["provenance"]["started"] == record["started"]
+
+
+def test_what_the_replayed_probe_found_is_one_line_and_exit_2(tmp_path, base_run, capsys):
+    """benchmarks/cli_probe.py's first replay: a file where a folder belongs was a traceback or the wrong
+    reason, an image run evaluated on points blamed its metrics, a missing array file was an "unknown set"."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (64, 1, 16, 16), dtype=np.uint8))
+    np.savez(tmp_path / "nokey.npz", a=np.zeros((4, 1, 16, 16), np.uint8))
+    (tmp_path / "a_file").write_text("a file")
+    (tmp_path / "folder.npy").mkdir()
+    images = tmp_path / "ivae"
+    assert main(["train", "base", "--data", str(tmp_path / "images.npy"), "--model", "conv-vae", "--out", str(images),
+                 "--steps", "1", "--quiet", "--set", "batch_size=16", "--set", "model_kwargs.latent_dim=4"]) == 0
+    file = str(tmp_path / "a_file")
+    cases = {
+        "sample under a file": (["sample", str(base_run), "--n", "4", "--out", f"{file}/s.npy"], f"{file} is a file"),
+        "sample into a folder": (["sample", str(base_run), "--n", "4", "--out", str(tmp_path / "folder.npy")],
+                                 "is a folder"),
+        "plot under a file": (["plot", str(base_run), "--out", f"{file}/c.png"], f"{file} is a file"),
+        "ood under a file": (["ood", str(images), "--ood", "uniform", "--out", f"{file}/o"], "is a file"),
+        "a file as the base run": (["train", "tilt", "--base", file, "--out", str(tmp_path / "t")],
+                                   f"{file} is a file, not a run directory"),
+        "a file as --out": (["train", "base", "--data", "moons", "--out", file], f"--out {file} is a file"),
+        "an image run on points": (["eval", str(images), "--data", "moons"], "moons is a point set"),
+        "OOD of a run on points": (["ood", str(base_run), "--ood", "uniform", "--out", str(tmp_path / "o")],
+                                   "run on points (25gaussians): OOD scoring is for image runs"),
+        "a missing array file": (["fid", str(tmp_path / "nope.npy"), str(tmp_path / "images.npy")],
+                                 "nope.npy does not exist"),
+        "an .npz without images": (["train", "base", "--data", str(tmp_path / "nokey.npz"), "--model", "conv-vae",
+                                    "--out", str(tmp_path / "n")], "has keys ['a']: expected x or images or x_train"),
+    }
+    for name, (argv, match) in cases.items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1, (name, err)

@@ -126,6 +126,9 @@ class Run:
         default) and inception-fid, with the floor of real training images (metrics/image_eval.py).
         """
         source = self.data_source(data, data_dir)
+        if not source.is_image and self.base.pixel_range is not None:
+            raise UserError(f"--data {source.name} is a point set; {self.dir} is a run on images: evaluate it against "
+                            f"an image set")
         if not source.is_image:
             if n is not None and n < MIN_EVAL_N:
                 raise UserError(f"--n {n}: the toy metrics need at least {MIN_EVAL_N} samples")
@@ -154,7 +157,8 @@ class Run:
         own = in_data is None or in_data == self.method.data_config(self.dir, self.cfg).data
         source = self.data_source(data_dir=data_dir) if own else DataSource(in_data, data_dir)
         if not source.is_image:
-            raise UserError(f"--in {source.name}: OOD scoring needs an image set")
+            raise UserError(f"{self.dir} is a run on points ({source.name}): OOD scoring is for image runs" if own
+                            else f"--in {source.name}: OOD scoring needs an image set")
         return source, run_ood(self.scorer, source, sets, self._scores(scores), n, seed, data_dir, iw_samples,
                                quiet=quiet)
 

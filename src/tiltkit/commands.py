@@ -26,7 +26,7 @@ from .methods import method_for, read_run
 from .metrics.image_eval import fid_between, parse_metrics
 from .metrics.ood import IW_SAMPLES, SCORE_LABELS, parse_ood_sets, parse_scores
 from .training.distributed import launch
-from .training.rundir import MetricsLog, trained_steps
+from .training.rundir import MetricsLog, make_dir, trained_steps
 
 TRAIN_FLAGS = ("data", "data_dir", "image_size", "model", "base", "base_module", "steps", "seed", "device", "precision",
                "log")
@@ -145,10 +145,19 @@ def summary(run_dir: Path, seconds: float) -> str:
     return text
 
 
+def output_file(path: Path, suffixes: tuple[str, ...]) -> None:
+    """Refuse an --out that is not a file of one of `suffixes` or cannot be written; make its folder."""
+    if path.suffix not in suffixes:
+        raise UserError(f"--out {path}: expected a {', '.join(suffixes[:-1])}{' or ' if suffixes[:-1] else ''}"
+                        f"{suffixes[-1]} file")
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: expected a file name")
+    make_dir(path.parent, "folder")
+
+
 def cmd_sample(args) -> None:
     suffix = args.out.suffix
-    if suffix not in (".npy", ".npz", ".png"):
-        raise UserError(f"--out {args.out}: expected a .npy, .npz or .png file")
+    output_file(args.out, (".npy", ".npz", ".png"))
     if (args.trajectory or args.compare_base) and suffix != ".png":
         raise UserError("--trajectory and --compare-base write pictures: give --out a .png file")
     run = load(args.run, device=args.device).with_sampling(args.steps, args.step_size, args.space == "data")
@@ -156,7 +165,6 @@ def cmd_sample(args) -> None:
     what = run.method.label
     if suffix == ".npy":
         x = run.sample(args.n, generator=gen)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         np.save(args.out, x.cpu().numpy())
         print(f"wrote {args.n} samples of the {what} model to {args.out}")
         return
@@ -184,7 +192,6 @@ def cmd_sample(args) -> None:
         return
     x = run.images(args.n, generator=gen, quiet=False)
     if suffix == ".npz":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.out, x=x.numpy())
     else:
         viz.save_image(viz.image_grid(x, args.nrow), args.out, scale=2)
@@ -201,6 +208,9 @@ def cmd_eval(args) -> None:
 def cmd_ood(args) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file: expected a folder for ood.json and the histograms")
+    blocker = next(p for p in args.out.parents if p.exists())  # checked now, made once the scores are in
+    if not blocker.is_dir():
+        raise UserError(f"cannot create folder {args.out}: {blocker} is a file")
     sets = parse_ood_sets(args.ood)
     run = load(args.run, device=args.device)
     scores = parse_scores(args.scores, run.scorer)
@@ -210,7 +220,7 @@ def cmd_ood(args) -> None:
         warnings.showwarning = lambda message, *_, **__: print(f"tiltkit: warning: {message}", file=sys.stderr)
         source, report = run.ood(sets, scores, args.in_data, args.n, args.seed, args.data_dir, k, quiet=args.quiet)
     result = {"run": str(args.run), "kind": run.method.kind, **report.summary}
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_dir(args.out, "folder")
     atomic_write_text(args.out / "ood.json", json.dumps(result, indent=1) + "\n")
     for s in scores:
         groups = [(f"in: {source.name}", report.scores_in[s])] + [(name, v[s]) for name, v in report.scores_out.items()]
@@ -231,8 +241,7 @@ def cmd_plot(args) -> None:
     if not records:
         raise UserError(f"{args.run}: no training step logged yet in metrics.jsonl")
     out = args.out or args.run / "curves.png"
-    if out.suffix != ".png":
-        raise UserError(f"--out {out}: expected a .png file")
+    output_file(out, (".png",))
     drawn = viz.curves_figure(records, out, str(args.run))
     print(f"wrote {out}: {', '.join(drawn)} over {len(records)} steps")
 

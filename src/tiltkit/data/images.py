@@ -384,7 +384,8 @@ def _load_array_file(path: Path, split: str) -> ImageData:
 # ---------------------------------------------------------------- public entry points
 
 def is_image_set(name_or_path: str) -> bool:
-    """True for an IMAGE_SETS name, an existing directory, or a .npy/.npz file holding image arrays."""
+    """True for an IMAGE_SETS name, an existing directory, a .npy file holding an image array, or a .npz file
+    (point data are .npy or .csv: the image loader says what a .npz lacks)."""
     if name_or_path in IMAGE_SETS:
         return True
     path = Path(name_or_path).expanduser()
@@ -396,14 +397,9 @@ def is_image_set(name_or_path: str) -> bool:
         if path.suffix == ".npy":
             with open(path, "rb") as f:
                 return _layout(npy_header(f)[0]) is not None
-        with zipfile.ZipFile(path) as z:
-            for key in ("x", "images", "x_train"):
-                if f"{key}.npy" in z.namelist():
-                    with z.open(f"{key}.npy") as f:
-                        return _layout(npy_header(f)[0]) is not None
+        return True
     except ARRAY_FILE_ERRORS:
         return False
-    return False
 
 
 def _detect_dir(directory: Path, split: str) -> ImageData | None:
@@ -436,6 +432,8 @@ def load_images(name_or_path: str, split: str = "train", data_dir: str | Path | 
             if path.suffix not in (".npy", ".npz"):
                 raise UserError(f"{path}: expected an image data set directory or a .npy/.npz array file")
             data = _load_array_file(path, split)
+        elif path.suffix or len(path.parts) > 1:  # a path, not a name
+            raise UserError(f"{path} does not exist")
         else:
             raise UserError(f"unknown image data set {name!r}: expected one of {', '.join(IMAGE_SETS)}, "
                             "a directory (IDX, cifar-10-batches-py, SVHN .mat or image folder) or a .npy/.npz file")

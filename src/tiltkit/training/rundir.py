@@ -38,8 +38,8 @@ def prepare_run_dir(out: Path, resume: bool, dist: Distributed = Distributed()) 
             raise UserError(f"--resume: {out} is not a tiltkit run directory (no config.yaml)")
         if not resume:
             if out.exists() and not out.is_dir():
-                raise UserError(occupied)
-            make_run_dir(out)
+                raise UserError(f"--out {out} is a file: choose a folder for the run")
+            make_dir(out)
         gone = hold(out)
         if not resume and any(p.name != LOCK for p in out.iterdir()):
             release(out)
@@ -51,19 +51,21 @@ def prepare_run_dir(out: Path, resume: bool, dist: Distributed = Distributed()) 
     return out
 
 
-def make_run_dir(out: Path) -> None:
-    """mkdir -p `out`, or one line saying why not (under a file, in a read-only folder, under /proc)."""
+def make_dir(out: Path, what: str = "run directory") -> None:
+    """mkdir -p `out`, or one line saying why not (a file, under a file, in a read-only folder, under /proc)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if exc.errno == errno.ENOTDIR:
+        if exc.errno == errno.EEXIST:
+            reason = f"{out} is a file"
+        elif exc.errno == errno.ENOTDIR:
             blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), exc.filename)
             reason = f"{blocker} is not a directory"
         elif exc.filename is not None and Path(exc.filename) != out:
             reason = f"{exc.filename}: {os_reason(exc)}"
         else:
             reason = os_reason(exc)
-        raise UserError(f"cannot create run directory {out}: {reason}") from None
+        raise UserError(f"cannot create {what} {out}: {reason}") from None
 
 
 class MetricsLog:
@@ -109,6 +111,8 @@ class MetricsLog:
 def config_path(run_dir: Path) -> Path:
     """RUN/config.yaml, with a clear error for a folder that is not a run directory."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run directory")
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     if not (run_dir / "config.yaml").is_file():
