@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from common import ROOT, cpu_model, git_commit, write_block
 

@@ -17,7 +17,6 @@ import enum
 import hashlib
 import importlib.util
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
