@@ -75,7 +75,7 @@ class TrainCommand(NamedTuple):
 
 # `tiltkit train` subcommands. The methods each one trains are in the registry (methods.py: a Method's
 # `command`, and `selected_by`, the option that picks a method over the command's plain one); this table
-# of their help is here so that the parser needs no torch. tests/test_cli.py checks that the two agree.
+# of their help is here so that the parser needs no torch. tests/test_layers.py checks that the two agree.
 TRAIN_COMMANDS = {
     "base": TrainCommand("fit a base generator to data", {
         "data": "toy set name or .npy/.csv file of points (N, D); or image set (mnist, fashion-mnist, cifar10, "
