@@ -13,8 +13,9 @@ r(x̃, σ) = c_skip·x̃ + c_out·F(c_in·x̃, c_noise), c_skip = σ_d²/(σ² +
 c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ: every σ sees inputs and targets of unit scale.
 
 Each energy draws its own ε (a fresh draw per evaluation, from the caller's generator) unless one is
-passed in. Two-stage sampling (§4.2, Algorithm 1 lines 7–13): K Langevin steps on U_s from z⁰ ~ N(0, I),
-x⁰ = h_γ(z_K) (the "semantic image"), then T Langevin steps on U_c from x⁰.
+passed in. Two-stage sampling (§4.2, Algorithm 1 lines 7–13): K Langevin steps on U_s from z⁰, x⁰ = h_γ(z_K)
+(the "semantic image"), then T Langevin steps on U_c from x⁰. The paper starts z⁰ ~ N(0, I); here z⁰ comes
+from `CodePrior`, a Gaussian fitted to the codes of training images (N(0, I) before training).
 """
 
 from __future__ import annotations
@@ -44,6 +45,45 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> Tensor:
     return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), n)
 
 
+class CodePrior(nn.Module):
+    """A Gaussian N(μ, Σ) over the semantic codes of training images, where semantic chains start.
+
+    The encoder standardizes each code (zero mean, unit variance across its d features), so codes lie on a
+    sphere of radius √d in the subspace orthogonal to (1, …, 1), and within it where the data put them;
+    chains started from N(0, I) start mostly where no image's code lies. μ and Σ are running moments of the
+    codes f_α(x + σ_min·ε, σ_min) of training batches (`update`, each training iteration): a cumulative
+    average over the first 1/RATE batches, then an exponential one of rate RATE. Buffers: saved and
+    restored with the checkpoint. Before any update it is N(0, I).
+    """
+
+    RATE = 0.01
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("second", torch.eye(dim))  # E[z zᵀ]
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, z: Tensor) -> None:
+        """Fold the codes z (B, d) into the moments."""
+        rate = max(1.0 / (int(self.count) + 1), self.RATE)
+        self.mean.lerp_(z.mean(0), rate)
+        self.second.lerp_(z.T @ z / len(z), rate)
+        self.count += 1
+
+    def covariance(self) -> Tensor:
+        return self.second - torch.outer(self.mean, self.mean)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, d) draws of N(μ, Σ) (Σ + 1e-4·I, so that a rank-deficient Σ still factors)."""
+        eps = torch.randn(n, len(self.mean), generator=generator, device=self.mean.device)
+        if int(self.count) == 0:
+            return eps
+        chol = torch.linalg.cholesky(self.covariance() + 1e-4 * torch.eye(len(self.mean), device=self.mean.device))
+        return self.mean + eps @ chol.T
+
+
 @dataclass
 class TwoStageSample:
     """x: the samples x_T (B, C, H, W); semantic: x⁰ = h(z_K); z: z_K (B, d); sigma: each chain's σ (B,);
@@ -69,6 +109,7 @@ class DenoisingEBM(nn.Module):
         self.data_shape, self.latent_dim = tuple(data_shape), latent_dim
         self.dae = UNet(self.data_shape, width, latent_dim)
         self.decoder = image_decoder(self.data_shape, latent_dim, decoder_width, arch="resnet", norm="group")
+        self.code_prior = CodePrior(latent_dim)
         self.register_buffer("sigmas", geometric_sigmas(sigma_max, sigma_min, n_sigmas))
 
     # ------------------------------------------------------------ the networks, preconditioned
@@ -95,8 +136,14 @@ class DenoisingEBM(nn.Module):
         return self.dae.encode(c_in * x_tilde, c_noise)[0]
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z⁰ ~ N(0, I), (n, d): where the semantic chains start."""
-        return torch.randn(n, self.latent_dim, generator=generator, device=self.sigmas.device)
+        """z⁰ (n, d), where the semantic chains start: drawn from the code prior (N(0, I) before it has seen codes)."""
+        return self.code_prior.sample(n, generator)
+
+    @torch.no_grad()
+    def observe_codes(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+        """Fold the codes f_α(x + σ_min·ε, σ_min) of training images x (B, C, H, W) into the code prior."""
+        sigma = self.sigmas[-1].expand(len(x))
+        self.code_prior.update(self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma))
 
     def decode(self, z: Tensor) -> Tensor:
         """h_γ(z): the semantic image (B, C, H, W) of codes z (B, d)."""

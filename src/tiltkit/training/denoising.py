@@ -61,6 +61,7 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
                 recon = reconstruction(x, gen)
             recon_norm = amp.step(opt, [(recon.loss.float(), phi + gamma)], cfg.grad_clip)
             run.check(step, reconstruction_loss=recon.loss.item(), reconstruction_gradient=recon_norm)
+        model.observe_codes(x, gen)  # the semantic chains start where these codes live (denoising.CodePrior)
         if step <= cfg.pretrain_steps:
             return {**recon.metrics, "loss": recon.loss.item(), "grad_norm": recon_norm}
         sigma = model.draw_sigmas(cfg.batch_size, gen)  # 2. lines 7–13
