@@ -22,7 +22,7 @@ from .atomic import atomic_write_text
 from .choices import MAX_SEED, LogBackend, Precision
 from .devices import resolve_device
 from .errors import UserError
-from .samplers import CompileMode, SamplerConfig, SamplerKind
+from .samplers import AnnealedConfig, CompileMode, SamplerConfig, SamplerKind
 
 
 class DivergenceAction(str, enum.Enum):
@@ -151,6 +151,13 @@ class ModuleTiltRunConfig(TiltRunConfig):
     data_sha256: str | None = None  # data given as an array: its SHA-256 (float32 bytes)
 
 
+class TextureSampler(str, enum.Enum):
+    """The Denoising-EBM's second sampling stage (denoising.DenoisingEBM.sample)."""
+
+    PAPER = "paper"  # eq. 16: Langevin on U_c(x, σ); for Gaussian data it samples N(μ, (C + σ²I)²/σ²), docs/debm_texture.md
+    ANNEALED = "annealed"  # annealed Langevin on the denoiser's score (Song & Ermon 2019), samplers/annealed.py
+
+
 @dataclass
 class DebmRunConfig(Reliability):
     """`tiltkit train debm`: a Denoising-EBM by its Algorithm 1 (denoising.py, training/denoising.py).
@@ -181,6 +188,8 @@ class DebmRunConfig(Reliability):
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 35, 0.2))  # §5.2: 35 latent steps
     sample_pixel_sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 100, 0.02, clamp=(-1.0, 1.0)))  # and 100 pixel steps
+    texture_sampler: TextureSampler = TextureSampler.ANNEALED  # how samples are refined; "paper": sample_pixel_sampler
+    sample_annealed: AnnealedConfig = field(default_factory=lambda: AnnealedConfig(clamp=(-1.0, 1.0)))
     sample_sigma: float | None = None  # the σ of sampling chains; None: each chain draws one from the ladder
     max_energy: float | None = 1e6  # |loss| of the contrastive updates past this counts as divergence (None: no limit)
     checkpoint_every: int = 250
@@ -281,6 +290,11 @@ def validate(cfg, where: str) -> None:
         raise UserError(f"{where}.betas must both be in [0, 1), got {list(betas)}")
     if isinstance(cfg, Reliability) and not 0 < cfg.rollback_factor < 1:
         raise UserError(f"{where}.rollback_factor must be in (0, 1), got {cfg.rollback_factor}")
+    if isinstance(cfg, DebmRunConfig):
+        low = cfg.model_kwargs.get("sigma_min", 0.01)
+        if not cfg.sample_annealed.sigma_start > low:
+            raise UserError(f"{where}.sample_annealed.sigma_start must be above the ladder's smallest σ "
+                            f"(model_kwargs.sigma_min = {low:g}), got {cfg.sample_annealed.sigma_start:g}")
     if isinstance(cfg, TiltRunConfig):
         if not 0 <= cfg.reinit_prob <= 1:
             raise UserError(f"{where}.reinit_prob must be in [0, 1], got {cfg.reinit_prob}")

@@ -31,7 +31,7 @@ from .generators.dae import UNet
 from .generators.nets import image_decoder
 from .losses import contrastive_loss
 from .outputs import LossOutput
-from .samplers import SamplerConfig
+from .samplers import AnnealedConfig, SamplerConfig, annealed_langevin
 from .samplers import noise as nz
 
 SIGMA_DATA = 0.5  # EDM's σ_data: the standard deviation of images in [−1, 1], roughly
@@ -208,15 +208,30 @@ class DenoisingEBM(nn.Module):
 
     # ------------------------------------------------------------ two-stage sampling
 
-    def sample(self, n: int, latent_sampler: SamplerConfig, pixel_sampler: SamplerConfig,
+    def score(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """s(x, σ) = (r(x, σ) − x)/σ² (B, C, H, W): the score of the data blurred at σ (B,), by Tweedie (eq. 2)."""
+        return (self.denoise(x, sigma) - x) / sigma.view(-1, 1, 1, 1) ** 2
+
+    def texture_levels(self, annealed: AnnealedConfig) -> Tensor:
+        """The annealed stage's levels: `annealed.levels` geometric from sigma_start to the ladder's smallest σ."""
+        low = float(self.sigmas[-1])
+        if not annealed.sigma_start > low:
+            raise ValueError(f"sigma_start {annealed.sigma_start} must be above the smallest trained σ, {low:g}")
+        return torch.logspace(math.log10(annealed.sigma_start), math.log10(low), annealed.levels,
+                              device=self.sigmas.device) if annealed.levels > 1 else self.sigmas[-1:].clone()
+
+    def sample(self, n: int, latent_sampler: SamplerConfig, pixel_sampler: SamplerConfig | AnnealedConfig,
                generator: torch.Generator | None = None, sigma: float | Tensor | None = None,
                z0: Tensor | None = None, return_trajectory: bool = False, every: int = 1) -> TwoStageSample:
-        """Two-stage MCMC (§4.2): `latent_sampler` on U_s(·, σ) from z⁰ ~ N(0, I) (eq. 15), x⁰ = h_γ(z_K),
-        then `pixel_sampler` on U_c(·, σ) from x⁰ (eq. 16).
+        """Two-stage sampling (§4.2): `latent_sampler` on U_s(·, σ) from z⁰ (eq. 15; z⁰ from the code prior
+        unless given), x⁰ = h_γ(z_K), then the texture stage from x⁰:
+        - a SamplerConfig: the paper's chain on U_c(·, σ) (eq. 16);
+        - an AnnealedConfig: annealed Langevin on the score s(x, σ) down `texture_levels` from
+          x⁰ + σ_start·n, n ~ N(0, I) (samplers/annealed.py).
 
-        sigma: one level for every chain, a tensor (n,) of levels, or None: each chain draws its own
-        from the ladder (as the training chains do). Langevin here is tiltkit's ε − (η/2)∇U + √η·ω, so
-        the paper's step η₁ of eq. 15 is step_size = 2η₁.
+        sigma: the level of U_s and U_c, one for every chain, a tensor (n,) of levels, or None: each chain
+        draws its own from the ladder (as the training chains do). Langevin here is tiltkit's
+        ε − (η/2)∇U + √η·ω, so the paper's step η₁ of eq. 15 is step_size = 2η₁.
         """
         z0 = self.sample_noise(n, generator) if z0 is None else z0
         if sigma is None:
@@ -226,12 +241,20 @@ class DenoisingEBM(nn.Module):
                                     return_trajectory=return_trajectory, trajectory_every=every)
         with torch.no_grad():
             x0 = self.decode(stage1.noise)
-        stage2 = pixel_sampler.run(lambda x: self.texture_energy(x, sigma, generator=generator), x0, generator,
-                                   return_trajectory=return_trajectory, trajectory_every=every)
+        if isinstance(pixel_sampler, AnnealedConfig):
+            levels = self.texture_levels(pixel_sampler)
+            start = x0 + levels[0] * nz.randn(x0.shape, generator, x0)
+            stage2 = annealed_langevin(self.score, start, levels, pixel_sampler.steps, pixel_sampler.step_size,
+                                       generator, pixel_sampler.final_denoise, pixel_sampler.clamp,
+                                       return_trajectory, every)
+        else:
+            stage2 = pixel_sampler.run(lambda x: self.texture_energy(x, sigma, generator=generator), x0, generator,
+                                       return_trajectory=return_trajectory, trajectory_every=every)
         frames = None
         if return_trajectory:
             with torch.no_grad():
-                frames = [self.decode(z) for z in stage1.trajectory] + stage2.trajectory[1:]
+                texture = stage2.trajectory if isinstance(pixel_sampler, AnnealedConfig) else stage2.trajectory[1:]
+                frames = [self.decode(z) for z in stage1.trajectory] + texture  # the paper's starts at h(z_K)
         return TwoStageSample(stage2.noise, x0, stage1.noise, sigma, frames,
                               stage1.nonfinite_rejections + stage2.nonfinite_rejections)
 

@@ -17,13 +17,14 @@ import torch
 
 from torch import Tensor, nn
 
-from ..config import DebmRunConfig
+from ..config import DebmRunConfig, TextureSampler
 from ..data.source import DataSource
 from ..denoising import DenoisingEBM
 from ..devices import resolve_device
 from ..errors import UserError
 from ..metrics.ood import Score
 from ..precision import MixedPrecision
+from ..samplers import AnnealedConfig, SamplerConfig
 from .board import image_preview
 from .builders import build_debm
 from .distributed import Distributed
@@ -81,6 +82,12 @@ def train_debm(cfg: DebmRunConfig, out: Path, resume: bool = False, quiet: bool 
     return model.eval()
 
 
+def texture_stage(cfg: DebmRunConfig) -> SamplerConfig | AnnealedConfig:
+    """The sampling chains' second stage: annealed Langevin on the score, or the paper's chain on U_c."""
+    return cfg.sample_pixel_sampler if TextureSampler(cfg.texture_sampler) is TextureSampler.PAPER \
+        else cfg.sample_annealed
+
+
 class DebmMethod(Method):
     """A Denoising-EBM run: two-stage samples (semantic chains on U_s, then texture chains on U_c) and the
     texture energy as its OOD score."""
@@ -100,26 +107,27 @@ class DebmMethod(Method):
         return {"model": model}
 
     def draw(self, cfg: DebmRunConfig, model: DenoisingEBM, noise: Tensor, generator: torch.Generator) -> Tensor:
-        return model.sample(len(noise), cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator,
+        return model.sample(len(noise), cfg.sample_latent_sampler, texture_stage(cfg), generator,
                             cfg.sample_sigma, z0=noise).x
 
     def with_sampling(self, cfg: DebmRunConfig, model: DenoisingEBM, steps: int | None = None,
                       step_size: float | None = None, data_space: bool = False) -> tuple[DebmRunConfig, DenoisingEBM]:
         if steps is not None or step_size is not None or data_space:
             raise UserError("--space, --steps and --step-size set a tilted run's sampler; a debm run samples with its "
-                            "config's sample_latent_sampler and sample_pixel_sampler")
+                            "config's sample_latent_sampler, then sample_annealed (or sample_pixel_sampler: "
+                            "texture_sampler paper)")
         return cfg, model
 
     def trajectory(self, cfg: DebmRunConfig, model: DenoisingEBM, n: int, every: int,
                    generator: torch.Generator) -> list[Tensor]:
         """h(z_t) through the semantic stage, then x_t through the texture stage (paper Fig. 5)."""
-        return model.sample(n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator, cfg.sample_sigma,
+        return model.sample(n, cfg.sample_latent_sampler, texture_stage(cfg), generator, cfg.sample_sigma,
                             return_trajectory=True, every=every).trajectory
 
     def compare(self, cfg: DebmRunConfig, model: DenoisingEBM, n: int,
                 generator: torch.Generator) -> list[tuple[str, Tensor]]:
         """Semantic images x⁰ = h(z_K) and the two-stage samples x_T of the same chains."""
-        result = model.sample(n, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, generator, cfg.sample_sigma)
+        result = model.sample(n, cfg.sample_latent_sampler, texture_stage(cfg), generator, cfg.sample_sigma)
         return [("semantic image h(z_K)", result.semantic), ("two-stage sample x_T", result.x)]
 
     def scores(self, model: DenoisingEBM) -> list[Score]:
