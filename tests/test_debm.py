@@ -202,7 +202,7 @@ def test_debm_run_end_to_end_and_resume_equals_uninterrupted(squares_file, tmp_p
     capsys.readouterr()
     assert main(["ood", str(run), "--ood", "uniform,interp", "--n", "24", "--out", str(tmp_path / "ood")]) == 0
     report = json.loads((tmp_path / "ood" / "ood.json").read_text())
-    assert report["scores"] == ["texture"]
+    assert report["scores"] == ["texture", "multiscale", "combined"]
     assert 0.0 <= report["results"]["uniform"]["texture"]["auroc"] <= 1.0
     assert math.isfinite(report["results"]["interp"]["texture"]["auroc"])
     assert main(["sample", str(run), "--n", "3", "--steps", "5", "--out", str(tmp_path / "bad.npz")]) == 2

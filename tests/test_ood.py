@@ -18,7 +18,7 @@ from tiltkit.data.source import DataSource
 from tiltkit.energies import SmallConvEnergy
 from tiltkit.errors import UserError
 from tiltkit.generators import ConvVAE, PixelBox
-from tiltkit.metrics.ood import (MIN_N, Score, ShapeWarning, Synthetic, compute_scores,
+from tiltkit.metrics.ood import (FITTED, MIN_N, Score, ShapeWarning, Synthetic, compute_scores,
                                  conform_shape, constant_images, detection_metrics, fpr_at_tpr, gaussian_images,
                                  load_ood_images, noisy_images, parse_scores, synthetic_set, uniform_images, vflip)
 from tiltkit.tilt import TiltedModel
@@ -174,13 +174,15 @@ def models():
 
 
 def test_available_scores_per_run_kind(models):
-    assert models["base"].offered == [Score.ELBO, Score.IWAE]
-    assert models["tilt"].offered == [Score.ELBO, Score.IWAE, Score.ENERGY, Score.TILTED]
-    assert models["pixel"].offered == [Score.ENERGY]
-    assert parse_scores(None, models["pixel"]) == [Score.ENERGY]
-    with pytest.raises(UserError, match=r"score energy is not offered by a base run \(ConvVAE\); it offers: elbo, iwae$"):
+    assert models["base"].offered == [Score.ELBO, Score.IWAE, Score.COMPLEXITY, Score.COMBINED]
+    assert models["tilt"].offered == [Score.ELBO, Score.IWAE, Score.COMPLEXITY, Score.ENERGY, Score.TILTED,
+                                      Score.COMBINED]
+    assert models["pixel"].offered == [Score.ENERGY, Score.COMBINED]
+    assert parse_scores(None, models["pixel"]) == [Score.ENERGY, Score.COMBINED]
+    with pytest.raises(UserError, match=r"score energy is not offered by a base run \(ConvVAE\); it offers: elbo, "
+                                        r"iwae, complexity, combined$"):
         parse_scores("elbo,energy", models["base"])
-    with pytest.raises(UserError, match="flat PixelBox.*it offers: energy$"):
+    with pytest.raises(UserError, match="flat PixelBox.*it offers: energy, combined$"):
         parse_scores("tilted", models["pixel"])
     with pytest.raises(UserError, match="expected a comma-separated list of elbo, iwae, energy, tilted"):
         parse_scores("elbo,likelihood", models["tilt"])
@@ -188,7 +190,7 @@ def test_available_scores_per_run_kind(models):
 
 def test_scores_are_consistent_and_batch_independent(models, test_images):
     scorer = models["tilt"]
-    offered = scorer.offered  # every score but a Denoising-EBM's texture
+    offered = [s for s in scorer.offered if s not in FITTED]  # every score but a Denoising-EBM's and the fitted ones
     s = compute_scores(scorer, test_images, offered, torch.Generator().manual_seed(0), batch=16, iw_samples=4)
     assert all(v.shape == (64,) and np.isfinite(v).all() for v in s.values())
     np.testing.assert_allclose(s[Score.TILTED], s[Score.ELBO] + s[Score.ENERGY])
@@ -224,13 +226,13 @@ def ood_runs(tmp_path_factory):
     return root
 
 
-def test_pixel_ebm_offers_the_energy_only(ood_runs, capsys):
+def test_pixel_ebm_offers_the_energy_and_the_combined_density(ood_runs, capsys):
     out = ood_runs / "pixel-out"
     assert main(["ood", str(ood_runs / "pixel"), "--ood", "uniform,vflip", "--n", "20", "--out", str(out),
                  "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["scores"] == ["energy"] and list(result["results"]["vflip"]) == ["energy"]
-    assert sorted(p.name for p in out.iterdir()) == ["hist_energy.png", "ood.json"]
+    assert result["scores"] == ["energy", "combined"] and list(result["results"]["vflip"]) == ["energy", "combined"]
+    assert sorted(p.name for p in out.iterdir()) == ["hist_combined.png", "hist_energy.png", "ood.json"]
 
 
 def test_ood_command_end_to_end(ood_runs, capsys):
@@ -243,7 +245,8 @@ def test_ood_command_end_to_end(ood_runs, capsys):
     result = json.loads((out / "ood.json").read_text())
     assert json.loads(captured.out) == result
     assert result["n"] == 40 and result["in"] == str(ood_runs / "squares.npz")
-    assert result["scores"] == ["elbo", "iwae", "energy", "tilted"] and result["iw_samples"] == 3
+    assert result["scores"] == ["elbo", "iwae", "complexity", "energy", "tilted", "combined"]
+    assert result["iw_samples"] == 3 and result["fit"]["n"] == len(DataSource(str(ood_runs / "squares.npz")).images("train").x)
     sets_ = ["uniform", "constant", "noisy", "vflip", str(ood_runs / "rgb16.npz")]
     assert list(result["results"]) == sets_ and list(result["stats"]["ood"]) == sets_
     assert result["sets"][sets_[-1]]["n"] == 30 and result["sets"][sets_[-1]]["resized"]
@@ -268,7 +271,7 @@ def test_ood_command_is_reproducible(ood_runs, capsys):
                      "--out", str(ood_runs / name), "--quiet"]) == 0
     capsys.readouterr()
     a, b = (json.loads((ood_runs / k / "ood.json").read_text()) for k in ("a", "b"))
-    assert a["results"] == b["results"] and a["scores"] == ["elbo", "iwae"]
+    assert a["results"] == b["results"] and a["scores"] == ["elbo", "iwae", "complexity", "combined"]
 
 
 @pytest.mark.parametrize("case", ["energy from a base run", "unknown set", "n too small", "n too large",

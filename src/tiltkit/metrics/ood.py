@@ -7,9 +7,17 @@ Every score follows one convention: higher = more in-distribution.
     energy   −E(x)   (−E(x, z), z ~ q(z | x), for a joint energy)
     tilted   ELBO(x) − E(x), the tilted model's unnormalized log-density log p_base(x) − E(x)
     texture  −U_c(x, σ = 0.05), a Denoising-EBM's texture energy (Denoising-EBM paper §5.3)
+    complexity  log p(x) + L(x)·ln 2: the run's log-density (ELBO, or ELBO − E(x) when tilted) plus the PNG
+             bits of x in nats (input complexity, Serrà et al. 2020; ood_features.py)
+    multiscale  log-density of a Denoising-EBM's denoising errors at 10 σ (Mahmood et al. 2021)
+    combined    log-density of every per-image statistic the run has: ELBO, energy, PNG bits, denoising errors
 
-What a run offers (its Method's `scores`): a base VAE elbo, iwae; a VAE tilted by an energy all four;
-a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy only; a Denoising-EBM texture.
+multiscale and combined are densities (Gaussian mixtures, ood_features.FeatureDensity) fitted on up to
+5,000 in-distribution *training* images before any set is scored; nothing is fitted on test or OOD images.
+
+What a run offers (its Method's `scores`): a base VAE elbo, iwae, complexity, combined; a VAE tilted by an
+energy also energy and tilted; a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy
+and combined; a Denoising-EBM texture, multiscale and combined.
 
 OOD sets (`--ood`) are either made from the n in-distribution test images scored, with a torch.Generator
 seeded by the seed and the set's name (the same set whatever other sets are asked, for every run):
@@ -44,11 +52,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.images import IMAGE_SETS, ImageData, load_images, to_model_range
+from ..data.images import IMAGE_SETS, ImageData, load_images, to_model_range, to_uint8
 from ..data.source import DataSource
 from ..devices import device_of
 from ..errors import UserError
 from ..generators.base import BaseModel, Capability
+from .ood_features import FIT_N, FeatureDensity, compressed_bits, denoising_errors, multiscale_sigmas
 
 
 class Score(str, enum.Enum):
@@ -57,10 +66,17 @@ class Score(str, enum.Enum):
     ENERGY = "energy"
     TILTED = "tilted"
     TEXTURE = "texture"  # a Denoising-EBM's −U_c(x, σ = 0.05)
+    COMPLEXITY = "complexity"  # log p(x) + L(x)·ln 2
+    MULTISCALE = "multiscale"  # mixture log-density of the denoising errors at several σ
+    COMBINED = "combined"  # mixture log-density of all the run's statistics
 
+
+FITTED = (Score.MULTISCALE, Score.COMBINED)  # scores whose density is fitted on training images first
 
 SCORE_LABELS = {Score.ELBO: "ELBO (nats)", Score.IWAE: "importance-weighted bound, K samples (nats)",
-                Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)", Score.TEXTURE: "−U_c(x, σ = 0.05)"}
+                Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)", Score.TEXTURE: "−U_c(x, σ = 0.05)",
+                Score.COMPLEXITY: "log p(x) + L(x)·ln 2 (nats)",
+                Score.MULTISCALE: "log-density of the denoising errors", Score.COMBINED: "log-density of the statistics"}
 
 
 class Synthetic(str, enum.Enum):
@@ -99,9 +115,11 @@ class Scorer:
 
 def likelihood_scores(base: BaseModel) -> list[Score]:
     """The likelihood scores a base offers: elbo where it has a log-likelihood (bound), iwae where that bound
-    takes importance samples. A flat PixelBox has none: its log p_base(x) is the same for every x."""
+    takes importance samples, complexity with either. A flat PixelBox has none: its log p_base(x) is the same
+    for every x."""
     scores = [Score.ELBO] if Capability.LIKELIHOOD in base.capabilities else []
-    return scores + ([Score.IWAE] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else [])
+    scores += [Score.IWAE] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else []
+    return scores + [Score.COMPLEXITY] * bool(scores)
 
 
 def check_scores(scores: list[Score], scorer: Scorer) -> None:
@@ -129,35 +147,97 @@ def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
 
 # ---------------------------------------------------------------- scoring
 
+def combined_columns(offered: list[Score]) -> list[str]:
+    """The statistics the combined score models for a run offering `offered` (each a column, errors L of them)."""
+    cols = ["elbo"] * (Score.ELBO in offered) + ["energy"] * (Score.ENERGY in offered) + ["bits"]
+    return cols + ["errors"] * (Score.MULTISCALE in offered)
+
+
+def needed_statistics(scores: list[Score], offered: list[Score]) -> set[str]:
+    """The per-image statistics (elbo, iwae, energy, texture, bits, errors) that `scores` are made of."""
+    need = set()
+    for s in scores:
+        if s is Score.COMPLEXITY:
+            need |= {"elbo", "bits"} | ({"energy"} if Score.TILTED in offered else set())
+        elif s is Score.TILTED:
+            need |= {"elbo", "energy"}
+        elif s is Score.MULTISCALE:
+            need.add("errors")
+        elif s is Score.COMBINED:
+            need |= set(combined_columns(offered))
+        else:
+            need.add(s.value)
+    return need
+
+
 @torch.no_grad()
-def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score],
-                   generator: torch.Generator | None = None, batch: int = BATCH, iw_samples: int = IW_SAMPLES,
-                   quiet: bool = True, desc: str = "scores") -> dict[Score, np.ndarray]:
-    """Each score of images x, batch by batch under no_grad: {score: float64 array (N,)}.
+def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: torch.Generator | None = None,
+                       batch: int = BATCH, iw_samples: int = IW_SAMPLES, quiet: bool = True,
+                       desc: str = "scores") -> dict[str, np.ndarray]:
+    """The statistics `need` names of images x, batch by batch under no_grad: float64 (N,), errors (N, L).
 
     x: uint8 (N, C, H, W), mapped to the model's pixel range per batch, or floats already in it.
-    Random draws (z ~ q(z | x)) come from `generator`, on the model's device. `tilted` reuses the
-    batch's ELBO draw, so tilted = elbo + energy exactly when all three are asked for.
+    Random draws (z ~ q(z | x), the denoisers' ε) come from `generator`, on the model's device.
     """
-    check_scores(scores, scorer)
     model, base = scorer.model, scorer.base
     device = device_of(model)
-    need_elbo = Score.ELBO in scores or Score.TILTED in scores
-    need_energy = Score.ENERGY in scores or Score.TILTED in scores
-    parts: dict[Score, list[Tensor]] = {s: [] for s in scores}
+    sigmas = multiscale_sigmas(model.sigmas) if "errors" in need else None
+    parts: dict[str, list] = {k: [] for k in need}
     for lo in tqdm(range(0, len(x), batch), desc=desc, disable=quiet, leave=False):
-        xb = x[lo:lo + batch].to(device)
-        xb = to_model_range(xb, base.pixel_range) if xb.dtype == torch.uint8 else xb.float()
-        got = {Score.ELBO: base.log_likelihood(xb, generator) if need_elbo else None,
-               Score.IWAE: base.log_likelihood(xb, generator, n_importance=iw_samples) if Score.IWAE in scores
-               else None,
-               Score.ENERGY: -model.data_energy(xb, generator) if need_energy else None,
-               Score.TEXTURE: model.ood_score(xb, generator=generator) if Score.TEXTURE in scores else None}
-        if Score.TILTED in scores:
-            got[Score.TILTED] = got[Score.ELBO] + got[Score.ENERGY]
-        for s in scores:
-            parts[s].append(got[s].double().cpu())
-    return {s: torch.cat(parts[s]).numpy() if parts[s] else np.zeros(0) for s in scores}
+        raw = x[lo:lo + batch].to(device)
+        xb = to_model_range(raw, base.pixel_range) if raw.dtype == torch.uint8 else raw.float()
+        got = {"elbo": lambda: base.log_likelihood(xb, generator),
+               "iwae": lambda: base.log_likelihood(xb, generator, n_importance=iw_samples),
+               "energy": lambda: model.data_energy(xb, generator),
+               "texture": lambda: -model.ood_score(xb, generator=generator),
+               "errors": lambda: denoising_errors(model, xb, sigmas, generator),
+               "bits": lambda: torch.from_numpy(compressed_bits(
+                   raw if raw.dtype == torch.uint8 else to_uint8(raw, base.pixel_range)))}
+        for k in need:
+            parts[k].append(got[k]().double().cpu())
+    return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in parts.items()}
+
+
+def scores_from(stats: dict[str, np.ndarray], scores: list[Score], offered: list[Score],
+                densities: dict[Score, FeatureDensity] | None = None) -> dict[Score, np.ndarray]:
+    """Each score (higher = more in-distribution) from the statistics; fitted scores take their density."""
+    def feature_matrix(columns: list[str]) -> np.ndarray:
+        return np.column_stack([stats[c].reshape(len(stats[c]), -1) for c in columns])
+    out = {}
+    for s in scores:
+        if s in FITTED:
+            if not densities or s not in densities:
+                raise ValueError(f"score {s.value} needs its density, fitted on training images (fit_densities)")
+            columns = ["errors"] if s is Score.MULTISCALE else combined_columns(offered)
+            out[s] = densities[s].log_density(feature_matrix(columns))
+        elif s is Score.COMPLEXITY:
+            log_p = stats["elbo"] - (stats["energy"] if Score.TILTED in offered else 0)
+            out[s] = log_p + stats["bits"] * math.log(2)
+        elif s is Score.TILTED:
+            out[s] = stats["elbo"] - stats["energy"]
+        elif s in (Score.ENERGY, Score.TEXTURE):
+            out[s] = -stats[s.value]
+        else:
+            out[s] = stats[s.value]
+    return out
+
+
+def fit_densities(stats: dict[str, np.ndarray], scores: list[Score], offered: list[Score],
+                  seed: int = 0) -> dict[Score, FeatureDensity]:
+    """The densities of the fitted scores among `scores`, from the statistics of in-distribution training images."""
+    columns = {Score.MULTISCALE: ["errors"], Score.COMBINED: combined_columns(offered)}
+    return {s: FeatureDensity(np.column_stack([stats[c].reshape(len(stats[c]), -1) for c in columns[s]]), seed)
+            for s in scores if s in FITTED}
+
+
+def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score], generator: torch.Generator | None = None,
+                   batch: int = BATCH, iw_samples: int = IW_SAMPLES, quiet: bool = True, desc: str = "scores",
+                   densities: dict[Score, FeatureDensity] | None = None) -> dict[Score, np.ndarray]:
+    """Each score of images x: {score: float64 array (N,)} (compute_statistics, then scores_from)."""
+    check_scores(scores, scorer)
+    stats = compute_statistics(scorer, x, needed_statistics(scores, scorer.offered), generator, batch, iw_samples,
+                               quiet, desc)
+    return scores_from(stats, scores, scorer.offered, densities)
 
 
 # ---------------------------------------------------------------- detection metrics
@@ -352,7 +432,9 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
 
     The summary: {"in", "source", "n", "seed", "scores", "iw_samples", "noise_sigma",
     "sets": {set: {"n", "source", "resized"}}, "results": {set: {score: {"auroc", "auprc", "fpr95"}}},
-    "stats": {"in": {score: {"mean", "std"}}, "ood": {set: {score: {"mean", "std"}}}}}.
+    "stats": {"in": {score: {"mean", "std"}}, "ood": {set: {score: {"mean", "std"}}}}}, and for fitted scores
+    "fit": {"n", "components": {score: k}}: their densities, fitted on up to FIT_N training images of
+    `in_source` (drawn by `seed`) before anything else is scored.
     Every OOD set is loaded or made before any scoring, so bad input fails fast.
     """
     base = scorer.base
@@ -372,10 +454,23 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
     x_in, sets = draw_sets(test.x, in_source.name, ood, shape, n, seed, data_dir, sigma)
 
     device = device_of(scorer.model)
+    densities, fit = {}, {}
+    if any(s in FITTED for s in scores):
+        train = in_source.images("train")
+        if tuple(train.shape) != shape:
+            raise UserError(f"--in {in_source.name}: training images of shape {tuple(train.shape)}, the run's are {shape}")
+        x_fit = pick(train.x, FIT_N, torch.Generator().manual_seed(seed))
+        fitted = [s for s in scores if s in FITTED]
+        stats = compute_statistics(scorer, x_fit, needed_statistics(fitted, scorer.offered),
+                                   torch.Generator(device).manual_seed(seed), batch, iw_samples, quiet,
+                                   desc=f"statistics: {in_source.name} training images")
+        densities = fit_densities(stats, fitted, scorer.offered, seed)
+        fit = {"fit": {"n": len(x_fit), "components": {s.value: d.components for s, d in densities.items()}}}
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:
         gen = torch.Generator(device).manual_seed(seed)  # the same draws for every set: paired for noisy/vflip
-        values = compute_scores(scorer, x, scores, gen, batch, iw_samples, quiet, desc=f"scores: {what}")
+        values = compute_scores(scorer, x, scores, gen, batch, iw_samples, quiet, desc=f"scores: {what}",
+                                densities=densities)
         for s, v in values.items():
             if not np.isfinite(v).all():
                 raise UserError(f"score {s.value} on {what}: {int((~np.isfinite(v)).sum())} of {len(v)} values "
@@ -393,5 +488,5 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
         "in": in_source.name, "source": test.source, "n": n, "seed": seed, "scores": [s.value for s in scores],
         **({"iw_samples": iw_samples} if Score.IWAE in scores else {}), "noise_sigma": sigma,
         "sets": {k: {"n": len(x), "source": src, "resized": note} for k, (x, src, note) in sets.items()},
-        "results": results, "stats": {"in": _stats(report.scores_in), "ood": stats}}
+        "results": results, "stats": {"in": _stats(report.scores_in), "ood": stats}, **fit}
     return report

@@ -94,7 +94,7 @@ class BaseMethod(Method):
         return {"base": model}
 
     def scores(self, model: nn.Module) -> list[Score]:
-        return likelihood_scores(model)
+        return likelihood_scores(model) + [Score.COMBINED] * (model.pixel_range is not None)
 
     def describe(self, model: nn.Module) -> str:
         return f"a base run ({type(model).__name__})"

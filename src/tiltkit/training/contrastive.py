@@ -259,7 +259,8 @@ class TiltMethod(Method):
 
     def scores(self, model: TiltedModel) -> list[Score]:
         likelihood = Capability.LIKELIHOOD in model.base.capabilities
-        return likelihood_scores(model.base) + [Score.ENERGY] + ([Score.TILTED] if likelihood else [])
+        return (likelihood_scores(model.base) + [Score.ENERGY] + ([Score.TILTED] if likelihood else [])
+                + [Score.COMBINED] * (model.base.pixel_range is not None))
 
     def describe(self, model: TiltedModel) -> str:
         if isinstance(model.base, PixelBox):

@@ -131,7 +131,7 @@ class DebmMethod(Method):
         return [("semantic image h(z_K)", result.semantic), ("two-stage sample x_T", result.x)]
 
     def scores(self, model: DenoisingEBM) -> list[Score]:
-        return [Score.TEXTURE]
+        return [Score.TEXTURE, Score.MULTISCALE, Score.COMBINED]
 
     def describe(self, model: DenoisingEBM) -> str:
         return "a Denoising-EBM run"
