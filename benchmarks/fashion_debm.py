@@ -6,7 +6,11 @@ so an interrupted run resumes at its first unfinished stage.
 
     classifier        the domain classifier (cached per data set)
     debm              Algorithm 1 on configs/fashion_debm.yaml, with CPU_SETTINGS on top
-    sample            n two-stage samples x_T and, from the same chains, the semantic images x⁰ = h(z_K)
+    select            the sampling settings, by domain FID of SELECT_N samples against SELECT_REF *training*
+                      images (the test set is not looked at): the semantic chain's length K, then the annealed
+                      texture stage's σ_start and step constant (docs/debm_texture.md)
+    sample            n two-stage samples x_T and, from the same chains, the semantic images x⁰ = h(z_K),
+                      with the selected settings
     domain-MODEL      domain FID / KID / PRDC / class KL of MODEL ∈ {semantic, debm}
     inception-MODEL   Inception FID
     ablation-SMAX-S   the paper's Table 3 on domain FID: a shorter run per (σ_max, S), ABLATION_N samples
@@ -48,7 +52,8 @@ from tiltkit.data.source import DataSource
 from tiltkit.metrics.fid import FeatureStats, frechet_distance
 from tiltkit.metrics.image_eval import Metric, classifier_for, embed
 from tiltkit.metrics.ood import detection_metrics, draw_sets
-from tiltkit.samplers import SamplerConfig
+from tiltkit.metrics.ood import pick
+from tiltkit.samplers import AnnealedConfig, SamplerConfig, annealed_langevin
 from tiltkit.training import train_debm
 
 RECIPE = ROOT / "configs" / "fashion_debm.yaml"
@@ -79,7 +84,11 @@ OTHERS = [  # (label, results file, domain stage, inception stage, key): rows of
     ("VAE + latent EBM", "fashion_mnist_latent_ebm.json", "domain", "inception", "tilted"),
     ("VAEBM", "fashion_mnist_vaebm.json", "domain-vaebm", "inception-vaebm", "model"),
 ]
-STAGES = ("classifier", "debm", "sample", *(f"{s}-{m}" for s in ("domain", "inception") for m in MODELS),
+SELECT_N, SELECT_REF = 1000, 5000
+SELECT_LATENT_STEPS = (5, 20)
+SELECT_TEXTURE = [AnnealedConfig(s0, levels=10, steps=3, step_size=eps, clamp=(-1.0, 1.0))
+                  for s0 in (0.1, 0.2, 0.4) for eps in (1e-5, 4e-5)]
+STAGES = ("classifier", "debm", "select", "sample", *(f"{s}-{m}" for s in ("domain", "inception") for m in MODELS),
           *(f"ablation-{a:g}-{b}" for a, b in ABLATION), "ood-sigma", "timing")
 
 
@@ -96,34 +105,71 @@ def train(cfg: DebmRunConfig, run: Path) -> dict:
     return {"steps": last["step"], "train_seconds": last["time_s"]}
 
 
-@torch.no_grad()
-def sample(out: Path, n: int, chunk: int = 500) -> dict:
-    """Two-stage samples and their semantic images, from the same chains."""
+def select(out: Path, source: DataSource) -> dict:
+    """Domain FID against SELECT_REF training images of SELECT_N semantic images for each K of
+    SELECT_LATENT_STEPS, then of the texture stage from the best K's images for each of SELECT_TEXTURE."""
     run = tiltkit.load(out / "debm", device="cpu")
     cfg, model = run.cfg, run.model
+    clf = classifier_for(source)
+    ref = FeatureStats.from_features(embed(clf, pick(source.images("train").x, SELECT_REF,
+                                                     torch.Generator().manual_seed(11)))[0])
+    fid = lambda x: frechet_distance(FeatureStats.from_features(embed(clf, to_uint8(x, model.pixel_range))[0]), ref)  # noqa: E731
+    gen = torch.Generator().manual_seed(2)
+    z0 = model.sample_noise(SELECT_N, gen)
+    sigma = torch.full((SELECT_N,), cfg.sample_sigma or float(model.sigmas.median()))
+    semantic, images = {}, {}
+    for k in SELECT_LATENT_STEPS:
+        latent = SamplerConfig("langevin", k, cfg.sample_latent_sampler.step_size)
+        z = latent.run(lambda z: model.semantic_energy(z, sigma, generator=gen), z0, gen).noise
+        with torch.no_grad():
+            images[k] = model.decode(z)
+        semantic[k] = round(fid(images[k]), 4)
+    k = min(semantic, key=semantic.get)
+    texture = []
+    for a in SELECT_TEXTURE:
+        g = torch.Generator().manual_seed(3)
+        levels = model.texture_levels(a)
+        start = images[k] + levels[0] * torch.randn(images[k].shape, generator=g)
+        x = annealed_langevin(model.score, start, levels, a.steps, a.step_size, g, a.final_denoise, a.clamp).noise
+        texture.append({**to_dict(a), "fid": round(fid(x), 4)})
+    best = min(texture, key=lambda t: t["fid"])
+    return {"n": SELECT_N, "reference": f"{SELECT_REF} training images", "semantic_fid": semantic,
+            "latent_steps": k, "texture": texture,
+            "chosen": {"latent_steps": k, "annealed": {key: v for key, v in best.items() if key != "fid"}}}
+
+
+def chosen(cfg: DebmRunConfig, results: dict) -> tuple[SamplerConfig, AnnealedConfig]:
+    """The sampling settings the select stage chose."""
+    pick_ = results["stages"]["select"]["chosen"]
+    latent = SamplerConfig("langevin", pick_["latent_steps"], cfg.sample_latent_sampler.step_size)
+    return latent, from_dict(AnnealedConfig, pick_["annealed"], "select")
+
+
+def sample(out: Path, n: int, results: dict, chunk: int = 500) -> dict:
+    """Two-stage samples and their semantic images, from the same chains, with the selected settings."""
+    run = tiltkit.load(out / "debm", device="cpu")
+    cfg, model = run.cfg, run.model
+    latent, annealed = chosen(cfg, results)
     gen = torch.Generator().manual_seed(1)
     parts: dict[str, list] = {"semantic": [], "debm": []}
     t0 = time.perf_counter()
     for lo in range(0, n, chunk):
-        s = model.sample(min(chunk, n - lo), cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen,
-                         cfg.sample_sigma)
+        s = model.sample(min(chunk, n - lo), latent, annealed, gen, cfg.sample_sigma)
         parts["semantic"].append(to_uint8(s.semantic, model.pixel_range))
         parts["debm"].append(to_uint8(s.x, model.pixel_range))
     seconds = time.perf_counter() - t0
     for key, xs in parts.items():
         np.savez_compressed(out / f"samples_{key}.npz", x=torch.cat(xs).numpy())
     grid = torch.Generator().manual_seed(7)
-    s = model.sample(64, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, grid, cfg.sample_sigma)
+    s = model.sample(64, latent, annealed, grid, cfg.sample_sigma)
     viz.compare_figure([("semantic image h(z_K)", to_uint8(s.semantic, model.pixel_range)),
                         ("two-stage sample x_T", to_uint8(s.x, model.pixel_range))],
                        ROOT / "docs" / "fashion_mnist_debm.png", nrow=8)
-    t = model.sample(8, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, grid, cfg.sample_sigma,
-                     return_trajectory=True, every=5)
+    t = model.sample(8, latent, annealed, grid, cfg.sample_sigma, return_trajectory=True, every=3)
     viz.save_image(viz.trajectory_strip([to_uint8(f, model.pixel_range) for f in t.trajectory]),
                    ROOT / "docs" / "fashion_mnist_debm_chains.png", scale=2)
     return {"sample_seconds": round(seconds, 1), "sampler": {
-        "latent": to_dict(cfg.sample_latent_sampler), "pixel": to_dict(cfg.sample_pixel_sampler),
-        "sigma": cfg.sample_sigma}}
+        "latent": to_dict(latent), "annealed": to_dict(annealed), "sigma": cfg.sample_sigma}}
 
 
 def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> dict:
@@ -175,11 +221,16 @@ def ood_sigma(out: Path, source: DataSource) -> dict:
     return {"n": OOD_N, "auroc": auroc}
 
 
-def timing(out: Path) -> dict:
-    """Seconds for TIMING_N samples: two-stage (K latent + T pixel steps) vs K + T pixel steps from uniform noise."""
+def timing(out: Path, results: dict) -> dict:
+    """Seconds for TIMING_N samples: two-stage with the selected settings (K latent steps, then the annealed
+    texture stage) vs the paper's K latent + T pixel steps vs K + T pixel steps on U_c from uniform noise."""
     run = tiltkit.load(out / "debm", device="cpu")
     cfg, model = run.cfg, run.model
+    latent, annealed = chosen(cfg, results)
     gen = torch.Generator().manual_seed(3)
+    t0 = time.perf_counter()
+    model.sample(TIMING_N, latent, annealed, gen, cfg.sample_sigma)
+    selected = time.perf_counter() - t0
     t0 = time.perf_counter()
     model.sample(TIMING_N, cfg.sample_latent_sampler, cfg.sample_pixel_sampler, gen, cfg.sample_sigma)
     two_stage = time.perf_counter() - t0
@@ -189,7 +240,9 @@ def timing(out: Path) -> dict:
     x0 = torch.rand(TIMING_N, *model.data_shape, generator=gen) * 2 - 1
     t0 = time.perf_counter()
     pixel.run(lambda x: model.texture_energy(x, sigma, generator=gen), x0, gen)
-    return {"n": TIMING_N, "steps": steps, "two_stage_seconds": round(two_stage, 2),
+    return {"n": TIMING_N, "steps": steps, "selected_seconds": round(selected, 2),
+            "selected_steps": f"{latent.steps} latent + {annealed.levels}×{annealed.steps} denoiser passes",
+            "two_stage_seconds": round(two_stage, 2),
             "pixel_only_seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -210,15 +263,17 @@ def main() -> None:
                                                {"checksum": source.images("train").checksum()})[1])
         elif stage == "debm":
             run_stage(stage, results, lambda: train(config(), out / "debm"))
+        elif stage == "select":
+            run_stage(stage, results, lambda: select(out, source))
         elif stage == "sample":
-            run_stage(stage, results, lambda: sample(out, n))
+            run_stage(stage, results, lambda: sample(out, n, results))
         elif stage.startswith("ablation-"):
             _, s_max, s = stage.split("-")
             run_stage(stage, results, lambda s_max=float(s_max), s=int(s): ablation(s_max, s, out, source))
         elif stage == "ood-sigma":
             run_stage(stage, results, lambda: ood_sigma(out, source))
         elif stage == "timing":
-            run_stage(stage, results, lambda: timing(out))
+            run_stage(stage, results, lambda: timing(out, results))
         else:
             what, key = stage.split("-", 1)
             fn = evaluate_samples([Metric.INCEPTION_FID] if what == "inception" else
@@ -241,25 +296,41 @@ def finish(results: dict) -> None:
     print(json.dumps({k: v for k, v in results.items() if k not in ("stages", "path")}, indent=1))
 
 
+DOMAIN_COLUMNS = ("fid", "recall", "coverage", "class_kl")
+
+
+def row(label: str, inception: float | None, domain: dict, seconds: str) -> str:
+    fmt = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"  # noqa: E731
+    return (f"| {label} | {fmt(inception)} | {fmt(domain.get('fid'))} | {fmt(domain.get('recall'), 3)} | "
+            f"{fmt(domain.get('coverage'), 3)} | {fmt(domain.get('class_kl'), 3)} | {seconds} |")
+
+
 def other_rows() -> list[str]:
     rows = []
     for label, file, dom, inc, key in OTHERS:
         path = ROOT / "benchmarks" / "results" / file
         st = json.loads(path.read_text())["stages"] if path.exists() else {}
-        d, i = st.get(dom, {}).get(key, {}).get("fid"), st.get(inc, {}).get(key, {}).get("inception_fid")
-        rows.append(f"| {label} (`{file}`) | {'–' if i is None else f'{i:.2f}'} | {'–' if d is None else f'{d:.2f}'} | |")
+        rows.append(row(f"{label} (`{file}`)", st.get(inc, {}).get(key, {}).get("inception_fid"),
+                        st.get(dom, {}).get(key, {}), ""))
     return rows
 
 
 def section(r: dict) -> str:
     st = r["stages"]
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    rows = ["| model | Inception FID | domain FID | sampling s |", "|---|---:|---:|---:|"]
+    rows = ["| model | Inception FID | domain FID | recall | coverage | class KL | sampling s |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in MODELS.items():
         s = st.get("sample", {})
-        rows.append(f"| {label} | {fmt(figure(r, key, 'inception_fid'))} | {fmt(figure(r, key, 'fid'))} | "
-                    f"{s['sample_seconds']:.0f} |" if s else f"| {label} | – | – | – |")
+        rows.append(row(label, figure(r, key, "inception_fid"), st.get(f"domain-{key}", {}).get("model", {}),
+                        f"{s['sample_seconds']:.0f}" if s else "–"))
     rows += other_rows()
+    sel = st.get("select")
+    select_text = ("Sampling settings chosen on " + f"{sel['n']} samples against {sel['reference']} (domain FID): "
+                   f"semantic chain K = {sel['latent_steps']} (FID by K: "
+                   + ", ".join(f"{k}: {v:.2f}" for k, v in sel["semantic_fid"].items()) + "); texture stage "
+                   + ", ".join(f"σ_start {t['sigma_start']:g}, ε {t['step_size']:g}: {t['fid']:.2f}" for t in sel["texture"])
+                   + ".") if sel else "Sampling settings: not yet selected."
     abl = ["| σ_max | S | domain FID, two-stage | domain FID, semantic | paper (CIFAR-10, FID 1k) |",
            "|---:|---:|---:|---:|---:|"]
     for a, b in ABLATION:
@@ -274,7 +345,8 @@ def section(r: dict) -> str:
                 f"(`docs/fashion_mnist_debm_ood_sigma.png`):\n\n" + "\n".join(ood_rows) if ood else
                 "OOD along σ: not yet run.")
     t = st.get("timing")
-    timing_line = (f"Time for {t['n']} samples, {t['steps']} Langevin steps in all: two-stage {t['two_stage_seconds']} s, "
+    timing_line = (f"Time for {t['n']} samples: the selected sampler ({t['selected_steps']}) {t['selected_seconds']} s; "
+                   f"the paper's two-stage chain, {t['steps']} Langevin steps in all, {t['two_stage_seconds']} s; "
                    f"pixel-only from uniform noise {t['pixel_only_seconds']} s." if t else "Timing: not yet run.")
     times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in st.items())
     checks = "; ".join(f"{k}: {'met' if ok else 'NOT met' if ok is False else 'not yet run'}"
@@ -282,6 +354,7 @@ def section(r: dict) -> str:
     return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Data: "
             f"{r['source']}; recipe `{r['recipe']}` with the benchmark's CPU_SETTINGS on top; {r['n']} samples "
             f"against the test set (the other rows: their benchmarks' own n).\n\n" + "\n".join(rows) +
+            f"\n\n{select_text}" +
             f"\n\nAblation (paper Table 3), per setting {r['ablation_pretrain_steps']} reconstruction-only iterations "
             f"then {r['ablation_steps']} of Algorithm 1 (the paper: full training), {r['ablation_n']} samples, "
             f"domain FID:\n\n" + "\n".join(abl) + f"\n\n{ood_text}\n\n{timing_line}\n\nStage wall times: {times}.\n\n"

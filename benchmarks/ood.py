@@ -64,22 +64,24 @@ def evaluate(runs: dict[str, Path], args) -> dict:
                              "base": type(run.base).__name__,
                              "seconds": seconds, **report.summary}
         out["n"] = report.summary["n"]
+        out["fit_n"] = report.summary.get("fit", {}).get("n", out.get("fit_n"))
         print(f"[{name}] {seconds:.0f} s: " + json.dumps({k: {s: m["auroc"] for s, m in v.items()}
                                                            for k, v in report.summary["results"].items()}), flush=True)
     return out
 
 
 def table(r: dict) -> str:
-    """Rows: run and score; columns: OOD sets; the best AUROC of each set in bold."""
+    """Rows: run and score; columns: OOD sets and the worst of them; the best AUROC of each column in bold."""
     cols = [(run, s) for run, v in r["runs"].items() for s in v["scores"]]
     first = r["runs"][cols[0][0]]["sets"]
     heads = [name if first[name]["n"] == r["n"] else f"{name} (n={first[name]['n']})" for name in r["ood"]]
-    best = {name: max(r["runs"][q]["results"][name][t]["auroc"] for q, t in cols) for name in r["ood"]}
-    rows = ["| run | score | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
-    for run, s in cols:
-        cells = [r["runs"][run]["results"][name][s]["auroc"] for name in r["ood"]]
-        rows.append(f"| {run} | {s} | " + " | ".join(f"**{a:.3f}**" if a == best[name] else f"{a:.3f}"
-                                                   for a, name in zip(cells, r["ood"])) + " |")
+    cells = {(q, t): [r["runs"][q]["results"][name][t]["auroc"] for name in r["ood"]] for q, t in cols}
+    cells = {k: v + [min(v)] for k, v in cells.items()}  # the worst set
+    best = [max(v[j] for v in cells.values()) for j in range(len(heads) + 1)]
+    rows = ["| run | score | " + " | ".join(heads) + " | worst set |", "|---|---|" + "---:|" * (len(heads) + 1)]
+    for (run, s), v in cells.items():
+        rows.append(f"| {run} | {s} | " + " | ".join(f"**{a:.3f}**" if a == b else f"{a:.3f}"
+                                                   for a, b in zip(v, best)) + " |")
     return "\n".join(rows)
 
 
@@ -94,7 +96,10 @@ def section(r: dict) -> str:
             f"In-distribution: {r['in']} test split ({source}), n = {r['n']} images per set, seed {r['seed']}; "
             f"runs: {runs}. AUROC with in-distribution as the positive class and every score oriented "
             f"higher = more in-distribution (elbo, iwae with K = {r['iw_samples']}, energy = −E(x), "
-            f"tilted = ELBO − E(x), texture = a Denoising-EBM's −U_c(x, σ = 0.05)); 0.5 is chance, below 0.5 the score prefers the OOD set. "
+            f"tilted = ELBO − E(x), texture = a Denoising-EBM's −U_c(x, σ = 0.05), complexity = log p(x) + PNG bits·ln 2, "
+            f"multiscale and combined = Gaussian-mixture log-densities of denoising errors at 10 σ and of all the run's "
+            f"statistics, fitted on {r.get('fit_n', 5000)} in-distribution training images); 0.5 is chance, below 0.5 "
+            f"the score prefers the OOD set. "
             f"Synthetic sets are made from the same n test images (noisy: σ = {r['noise_sigma']:g} on 0..255)."
             f"{notes} AUPRC and FPR95 in `benchmarks/results/ood_{r['slug']}.json`.\n\n{table(r)}\n\n"
             f"Reproduce: `.venv/bin/python benchmarks/ood.py {r['argv']}`.\n")
@@ -135,7 +140,7 @@ def main() -> None:
     if args.rewrite:
         if not path.exists():
             sys.exit(f"benchmarks/ood.py: error: --rewrite: no results at {path}")
-        write_block("ood", section(json.loads(path.read_text())), heading, args.markdown)
+        write_block(f"ood-{slug}", section(json.loads(path.read_text())), heading, args.markdown)
         print(f"wrote the ood section of {args.markdown} from {path}")
         return
     torch.set_num_threads(args.threads)
@@ -151,7 +156,7 @@ def main() -> None:
     if args.no_write:
         return
     path.write_text(json.dumps(results, indent=1) + "\n")
-    write_block("ood", text, heading, args.markdown)
+    write_block(f"ood-{slug}", text, heading, args.markdown)
     print(f"wrote {path} and the ood section of {args.markdown}")
 
 
