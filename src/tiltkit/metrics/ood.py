@@ -464,7 +464,10 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
         stats = compute_statistics(scorer, x_fit, needed_statistics(fitted, scorer.offered),
                                    torch.Generator(device).manual_seed(seed), batch, iw_samples, quiet,
                                    desc=f"statistics: {in_source.name} training images")
-        densities = fit_densities(stats, fitted, scorer.offered, seed)
+        try:
+            densities = fit_densities(stats, fitted, scorer.offered, seed)
+        except ValueError as exc:  # too few training images, or statistics that are not finite
+            raise UserError(f"scores {', '.join(s.value for s in fitted)} on {in_source.name}: {exc}") from None
         fit = {"fit": {"n": len(x_fit), "components": {s.value: d.components for s, d in densities.items()}}}
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:
