@@ -16,8 +16,11 @@ import torch
 
 from test_debm import tiny_model
 from test_samplers import MMD_SD, N_MMD, N_SE, gen, mmd_score
+from tiltkit.config import DebmRunConfig, TextureSampler, from_dict
 from tiltkit.denoising import CodePrior, DenoisingEBM
+from tiltkit.errors import UserError
 from tiltkit.samplers import AnnealedConfig, SamplerConfig, annealed_langevin
+from tiltkit.training.denoising import texture_stage
 
 MU = torch.tensor([0.3, -0.2])
 C = torch.tensor([1.0, 0.04])  # the data's variances along the two axes
@@ -130,3 +133,14 @@ def test_the_annealed_texture_stage_starts_from_the_semantic_image_and_ends_deno
         torch.testing.assert_close(m.score(x, s), (m.denoise(x, s) - x) / s.view(-1, 1, 1, 1) ** 2)
     with pytest.raises(ValueError, match="sigma_start"):
         m.texture_levels(AnnealedConfig(sigma_start=float(m.sigmas[-1]) / 2))
+
+
+def test_the_recipe_picks_the_texture_stage_and_refuses_a_start_below_the_ladder():
+    default = from_dict(DebmRunConfig, {})
+    assert default.texture_sampler is TextureSampler.ANNEALED and texture_stage(default) == default.sample_annealed
+    paper = from_dict(DebmRunConfig, {"texture_sampler": "paper"})
+    assert texture_stage(paper) == paper.sample_pixel_sampler
+    with pytest.raises(UserError, match=r"sample_annealed.sigma_start must be above .*sigma_min = 0.05"):
+        from_dict(DebmRunConfig, {"model_kwargs": {"sigma_min": 0.05}, "sample_annealed": {"sigma_start": 0.05}})
+    with pytest.raises(UserError, match="levels ≥ 1"):
+        from_dict(DebmRunConfig, {"sample_annealed": {"levels": 0}})
