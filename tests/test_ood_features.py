@@ -91,4 +91,4 @@ def test_denoising_errors_are_the_log_mean_squared_errors_at_each_sigma():
         with torch.no_grad():
             r = m.denoise(x + s * eps, s.expand(4))
         torch.testing.assert_close(got[:, j], (x - r).pow(2).flatten(1).mean(1).log())
-    assert combined_columns([Score.TEXTURE, Score.MULTISCALE, Score.COMBINED]) == ["bits", "errors"]
+    assert combined_columns([Score.TEXTURE, Score.MULTISCALE, Score.COMBINED]) == ["bits", "errors", "code"]

@@ -144,3 +144,15 @@ def test_the_recipe_picks_the_texture_stage_and_refuses_a_start_below_the_ladder
         from_dict(DebmRunConfig, {"model_kwargs": {"sigma_min": 0.05}, "sample_annealed": {"sigma_start": 0.05}})
     with pytest.raises(UserError, match="levels ≥ 1"):
         from_dict(DebmRunConfig, {"sample_annealed": {"levels": 0}})
+
+
+def test_the_code_prior_s_log_density_is_the_gaussian_s():
+    prior = CodePrior(3)
+    z = torch.randn(5, 3, generator=gen(8))
+    exact = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3)).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z), exact)  # before any code: N(0, I)
+    for _ in range(50):
+        prior.update(torch.tensor([1.0, 0.0, -1.0]) + torch.randn(64, 3, generator=gen(9)) * torch.tensor([1.0, 2.0, 0.5]))
+    cov = prior.covariance() + 1e-4 * torch.eye(3)
+    exact = torch.distributions.MultivariateNormal(prior.mean, cov).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z), exact)

@@ -75,13 +75,23 @@ class CodePrior(nn.Module):
     def covariance(self) -> Tensor:
         return self.second - torch.outer(self.mean, self.mean)
 
+    def cholesky(self) -> Tensor:
+        """L with L Lᵀ = Σ + 1e-4·I (so that a rank-deficient Σ still factors); I before any update."""
+        eye = torch.eye(len(self.mean), device=self.mean.device)
+        return eye if int(self.count) == 0 else torch.linalg.cholesky(self.covariance() + 1e-4 * eye)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, d) draws of N(μ, Σ) (Σ + 1e-4·I, so that a rank-deficient Σ still factors)."""
+        """(n, d) draws of N(μ, Σ)."""
         eps = torch.randn(n, len(self.mean), generator=generator, device=self.mean.device)
-        if int(self.count) == 0:
-            return eps
-        chol = torch.linalg.cholesky(self.covariance() + 1e-4 * torch.eye(len(self.mean), device=self.mean.device))
-        return self.mean + eps @ chol.T
+        return eps if int(self.count) == 0 else self.mean + eps @ self.cholesky().T
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; μ, Σ) (B,) of codes z (B, d)."""
+        chol = self.cholesky()
+        mean = self.mean if int(self.count) else torch.zeros_like(self.mean)
+        w = torch.linalg.solve_triangular(chol, (z - mean).T, upper=False).T
+        d = len(self.mean)
+        return -0.5 * w.pow(2).sum(1) - chol.diagonal().log().sum() - 0.5 * d * math.log(2 * math.pi)
 
 
 @dataclass
@@ -138,6 +148,12 @@ class DenoisingEBM(nn.Module):
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z⁰ (n, d), where the semantic chains start: drawn from the code prior (N(0, I) before it has seen codes)."""
         return self.code_prior.sample(n, generator)
+
+    @torch.no_grad()
+    def code_log_density(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """log N(f_α(x + σ_min·ε, σ_min); μ, Σ) (B,): how typical the code of x is under the code prior."""
+        sigma = self.sigmas[-1].expand(len(x))
+        return self.code_prior.log_prob(self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma))
 
     @torch.no_grad()
     def observe_codes(self, x: Tensor, generator: torch.Generator | None = None) -> None:

@@ -10,7 +10,8 @@ Every score follows one convention: higher = more in-distribution.
     complexity  log p(x) + L(x)·ln 2: the run's log-density (ELBO, or ELBO − E(x) when tilted) plus the PNG
              bits of x in nats (input complexity, Serrà et al. 2020; ood_features.py)
     multiscale  log-density of a Denoising-EBM's denoising errors at 10 σ (Mahmood et al. 2021)
-    combined    log-density of every per-image statistic the run has: ELBO, energy, PNG bits, denoising errors
+    combined    log-density of every per-image statistic the run has: ELBO, energy, PNG bits, and a Denoising-EBM's
+             denoising errors and the log-density of its code under the code prior
 
 multiscale and combined are densities (Gaussian mixtures, ood_features.FeatureDensity) fitted on up to
 5,000 in-distribution *training* images before any set is scored; nothing is fitted on test or OOD images.
@@ -150,11 +151,11 @@ def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
 def combined_columns(offered: list[Score]) -> list[str]:
     """The statistics the combined score models for a run offering `offered` (each a column, errors L of them)."""
     cols = ["elbo"] * (Score.ELBO in offered) + ["energy"] * (Score.ENERGY in offered) + ["bits"]
-    return cols + ["errors"] * (Score.MULTISCALE in offered)
+    return cols + ["errors", "code"] * (Score.MULTISCALE in offered)  # a Denoising-EBM: its errors and code
 
 
 def needed_statistics(scores: list[Score], offered: list[Score]) -> set[str]:
-    """The per-image statistics (elbo, iwae, energy, texture, bits, errors) that `scores` are made of."""
+    """The per-image statistics (elbo, iwae, energy, texture, bits, errors, code) that `scores` are made of."""
     need = set()
     for s in scores:
         if s is Score.COMPLEXITY:
@@ -191,6 +192,7 @@ def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: tor
                "energy": lambda: model.data_energy(xb, generator),
                "texture": lambda: -model.ood_score(xb, generator=generator),
                "errors": lambda: denoising_errors(model, xb, sigmas, generator),
+               "code": lambda: model.code_log_density(xb, generator),
                "bits": lambda: torch.from_numpy(compressed_bits(
                    raw if raw.dtype == torch.uint8 else to_uint8(raw, base.pixel_range)))}
         for k in need:
