@@ -85,7 +85,7 @@ OTHERS = [  # (label, results file, domain stage, inception stage, key): rows of
     ("VAEBM", "fashion_mnist_vaebm.json", "domain-vaebm", "inception-vaebm", "model"),
 ]
 SELECT_N, SELECT_REF = 1000, 5000
-SELECT_LATENT_STEPS = (5, 20)
+SELECT_LATENT_STEPS = (0, 5, 20)  # 0: no semantic chain, the semantic image is h(z⁰)
 SELECT_TEXTURE = [AnnealedConfig(s0, levels=10, steps=3, step_size=eps, clamp=(-1.0, 1.0))
                   for s0 in (0.1, 0.2, 0.4) for eps in (1e-5, 4e-5, 1.6e-4)]
 STAGES = ("classifier", "debm", "select", "sample", *(f"{s}-{m}" for s in ("domain", "inception") for m in MODELS),
@@ -119,8 +119,8 @@ def select(out: Path, source: DataSource) -> dict:
     sigma = torch.full((SELECT_N,), cfg.sample_sigma or float(model.sigmas.median()))
     semantic, images = {}, {}
     for k in SELECT_LATENT_STEPS:
-        latent = SamplerConfig("langevin", k, cfg.sample_latent_sampler.step_size)
-        z = latent.run(lambda z: model.semantic_energy(z, sigma, generator=gen), z0, gen).noise
+        latent = SamplerConfig("langevin", k, cfg.sample_latent_sampler.step_size) if k else None
+        z = latent.run(lambda z: model.semantic_energy(z, sigma, generator=gen), z0, gen).noise if k else z0
         with torch.no_grad():
             images[k] = model.decode(z)
         semantic[k] = round(fid(images[k]), 4)
@@ -138,10 +138,11 @@ def select(out: Path, source: DataSource) -> dict:
             "chosen": {"latent_steps": k, "annealed": {key: v for key, v in best.items() if key != "fid"}}}
 
 
-def chosen(cfg: DebmRunConfig, results: dict) -> tuple[SamplerConfig, AnnealedConfig]:
-    """The sampling settings the select stage chose."""
+def chosen(cfg: DebmRunConfig, results: dict) -> tuple[SamplerConfig | None, AnnealedConfig]:
+    """The sampling settings the select stage chose (the semantic chain None where K = 0)."""
     pick_ = results["stages"]["select"]["chosen"]
-    latent = SamplerConfig("langevin", pick_["latent_steps"], cfg.sample_latent_sampler.step_size)
+    k = pick_["latent_steps"]
+    latent = SamplerConfig("langevin", k, cfg.sample_latent_sampler.step_size) if k else None
     return latent, from_dict(AnnealedConfig, pick_["annealed"], "select")
 
 
@@ -169,7 +170,7 @@ def sample(out: Path, n: int, results: dict, chunk: int = 500) -> dict:
     viz.save_image(viz.trajectory_strip([to_uint8(f, model.pixel_range) for f in t.trajectory]),
                    ROOT / "docs" / "fashion_mnist_debm_chains.png", scale=2)
     return {"sample_seconds": round(seconds, 1), "sampler": {
-        "latent": to_dict(latent), "annealed": to_dict(annealed), "sigma": cfg.sample_sigma}}
+        "latent": to_dict(latent) if latent else None, "annealed": to_dict(annealed), "sigma": cfg.sample_sigma}}
 
 
 def ablation(sigma_max: float, n_sigmas: int, out: Path, source: DataSource) -> dict:
@@ -241,7 +242,7 @@ def timing(out: Path, results: dict) -> dict:
     t0 = time.perf_counter()
     pixel.run(lambda x: model.texture_energy(x, sigma, generator=gen), x0, gen)
     return {"n": TIMING_N, "steps": steps, "selected_seconds": round(selected, 2),
-            "selected_steps": f"{latent.steps} latent + {annealed.levels}×{annealed.steps} denoiser passes",
+            "selected_steps": f"{latent.steps if latent else 0} latent + {annealed.levels}×{annealed.steps} denoiser passes",
             "two_stage_seconds": round(two_stage, 2),
             "pixel_only_seconds": round(time.perf_counter() - t0, 2)}
 

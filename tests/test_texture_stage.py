@@ -156,3 +156,15 @@ def test_the_code_prior_s_log_density_is_the_gaussian_s():
     cov = prior.covariance() + 1e-4 * torch.eye(3)
     exact = torch.distributions.MultivariateNormal(prior.mean, cov).log_prob(z)
     torch.testing.assert_close(prior.log_prob(z), exact)
+
+
+def test_without_a_semantic_chain_the_texture_stage_starts_from_the_decoded_prior_draw():
+    m = tiny_model()
+    z0 = m.sample_noise(3, gen(10))
+    out = m.sample(3, None, AnnealedConfig(0.3, levels=2, steps=1), gen(11), z0=z0, return_trajectory=True)
+    assert torch.equal(out.z, z0)
+    with torch.no_grad():
+        torch.testing.assert_close(out.semantic, m.decode(z0))
+    assert len(out.trajectory) == 1 + 1 + 2 + 1  # h(z⁰), the noisy start, 2 steps, denoised
+    cfg = from_dict(DebmRunConfig, {"sample_latent_sampler": None})
+    assert cfg.sample_latent_sampler is None

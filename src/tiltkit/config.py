@@ -10,6 +10,7 @@ import dataclasses
 import enum
 import importlib.metadata
 import subprocess
+import types
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -184,7 +185,7 @@ class DebmRunConfig(Reliability):
     latent_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 20, 0.2))
     pixel_sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 90, 0.02, clamp=(-1.0, 1.0)))
-    sample_latent_sampler: SamplerConfig = field(
+    sample_latent_sampler: SamplerConfig | None = field(  # None: no semantic chain, x⁰ = h(z⁰) (docs/debm_texture.md)
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 35, 0.2))  # §5.2: 35 latent steps
     sample_pixel_sampler: SamplerConfig = field(
         default_factory=lambda: SamplerConfig(SamplerKind.LANGEVIN, 100, 0.02, clamp=(-1.0, 1.0)))  # and 100 pixel steps
@@ -234,7 +235,7 @@ def _coerce(hint, value, where: str):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))

@@ -31,7 +31,7 @@ from .generators.dae import UNet
 from .generators.nets import image_decoder
 from .losses import contrastive_loss
 from .outputs import LossOutput
-from .samplers import AnnealedConfig, SamplerConfig, annealed_langevin
+from .samplers import AnnealedConfig, SampleResult, SamplerConfig, annealed_langevin
 from .samplers import noise as nz
 
 SIGMA_DATA = 0.5  # EDM's σ_data: the standard deviation of images in [−1, 1], roughly
@@ -236,11 +236,11 @@ class DenoisingEBM(nn.Module):
         return torch.logspace(math.log10(annealed.sigma_start), math.log10(low), annealed.levels,
                               device=self.sigmas.device) if annealed.levels > 1 else self.sigmas[-1:].clone()
 
-    def sample(self, n: int, latent_sampler: SamplerConfig, pixel_sampler: SamplerConfig | AnnealedConfig,
+    def sample(self, n: int, latent_sampler: SamplerConfig | None, pixel_sampler: SamplerConfig | AnnealedConfig,
                generator: torch.Generator | None = None, sigma: float | Tensor | None = None,
                z0: Tensor | None = None, return_trajectory: bool = False, every: int = 1) -> TwoStageSample:
         """Two-stage sampling (§4.2): `latent_sampler` on U_s(·, σ) from z⁰ (eq. 15; z⁰ from the code prior
-        unless given), x⁰ = h_γ(z_K), then the texture stage from x⁰:
+        unless given; None: no semantic chain, z_K = z⁰), x⁰ = h_γ(z_K), then the texture stage from x⁰:
         - a SamplerConfig: the paper's chain on U_c(·, σ) (eq. 16);
         - an AnnealedConfig: annealed Langevin on the score s(x, σ) down `texture_levels` from
           x⁰ + σ_start·n, n ~ N(0, I) (samplers/annealed.py).
@@ -253,8 +253,11 @@ class DenoisingEBM(nn.Module):
         if sigma is None:
             sigma = self.draw_sigmas(n, generator)
         sigma = torch.as_tensor(sigma, dtype=z0.dtype, device=z0.device).expand(z0.shape[0])
-        stage1 = latent_sampler.run(lambda z: self.semantic_energy(z, sigma, generator=generator), z0, generator,
-                                    return_trajectory=return_trajectory, trajectory_every=every)
+        if latent_sampler is None:
+            stage1 = SampleResult(z0, torch.zeros(len(z0), device=z0.device), trajectory=[z0] * return_trajectory)
+        else:
+            stage1 = latent_sampler.run(lambda z: self.semantic_energy(z, sigma, generator=generator), z0, generator,
+                                        return_trajectory=return_trajectory, trajectory_every=every)
         with torch.no_grad():
             x0 = self.decode(stage1.noise)
         if isinstance(pixel_sampler, AnnealedConfig):
