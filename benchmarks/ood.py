@@ -129,14 +129,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="where the section goes")
-    p.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/ood_<in>.json)")
+    p.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/ood_<in>[_<tag>].json)")
+    p.add_argument("--tag", help="a name for this table, beside others of the same in-distribution set (its results "
+                   "file and BENCHMARKS.md section)")
     p.add_argument("--no-write", action="store_true", help="print the results and the section; write nothing")
     p.add_argument("--rewrite", action="store_true", help="score nothing: write the section from the results JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    slug = args.in_data.replace("-", "_").replace("/", "_").strip("_.")
+    slug = args.in_data.replace("-", "_").replace("/", "_").strip("_.") + (f"_{args.tag}" if args.tag else "")
     path = args.results or ROOT / "benchmarks" / "results" / f"ood_{slug}.json"
-    heading = f"Out-of-distribution detection, in-distribution {args.in_data} (`benchmarks/ood.py`)"
+    heading = (f"Out-of-distribution detection, in-distribution {args.in_data}{f' ({args.tag})' if args.tag else ''} "
+               f"(`benchmarks/ood.py`)")
     if args.rewrite:
         if not path.exists():
             sys.exit(f"benchmarks/ood.py: error: --rewrite: no results at {path}")
