@@ -13,6 +13,7 @@ from scipy.stats import norm
 
 from conftest import sets
 from test_image_pipeline import TINY_TILT, TINY_VAE, squares
+import tiltkit
 from tiltkit.cli import main
 from tiltkit.data.source import DataSource
 from tiltkit.energies import SmallConvEnergy
@@ -301,3 +302,10 @@ def test_in_distribution_set_of_another_shape_is_refused(ood_runs, capsys):
                  "--out", str(ood_runs / "x")]) == 2
     assert "the run's are (1, 28, 28)" in capsys.readouterr().err
     assert DataSource(str(ood_runs / "rgb16.npz")).is_image
+
+
+def test_run_score_fits_the_combined_density_on_the_run_s_training_images(ood_runs, test_images):
+    run = tiltkit.load(ood_runs / "vae", device="cpu")
+    a = run.score(test_images, "combined,complexity")
+    assert a["combined"].shape == (len(test_images),) and np.isfinite(a["combined"]).all()
+    np.testing.assert_array_equal(run.score(test_images, "combined")["combined"], a["combined"])  # reproducible

@@ -30,7 +30,8 @@ from .generators import BaseModel, ModuleBase
 from .methods import read_run
 from .metrics import toy_metrics
 from .metrics.image_eval import check_shape, evaluate_images, parse_metrics
-from .metrics.ood import BATCH, IW_SAMPLES, OODReport, Score, Scorer, compute_scores, parse_scores, run_ood
+from .metrics.ood import (BATCH, FITTED, IW_SAMPLES, OODReport, Score, Scorer, compute_scores, fit_on_training, parse_scores,
+                          run_ood)
 from .samplers import noise as nz
 from .samplers.noise import Noise
 from .training.distributed import launch
@@ -102,13 +103,16 @@ class Run:
     def score(self, x: Tensor | np.ndarray, scores: str | list | None = None, seed: int = 0, batch: int = BATCH,
               iw_samples: int = IW_SAMPLES) -> dict[str, np.ndarray]:
         """OOD scores of x (N, *data_shape): floats in the model's range, or uint8 images; higher = more
-        in-distribution. `scores`: names ("elbo,energy" or a list), or None for every score the run offers."""
+        in-distribution. `scores`: names ("elbo,energy" or a list), or None for every score the run offers.
+        Fitted scores (multiscale, combined) are fitted first on the run's own training images."""
         scorer, chosen = self.scorer, self._scores(scores)
         x = torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x
         if tuple(x.shape[1:]) != tuple(scorer.base.data_shape):
             raise UserError(f"score: x has shape {tuple(x.shape)}; the run's samples have shape "
                             f"{tuple(scorer.base.data_shape)}")
-        values = compute_scores(scorer, x, chosen, self.generator(seed), batch, iw_samples)
+        densities = fit_on_training(scorer, self.data_source(), chosen, seed, batch, iw_samples) \
+            if any(s in FITTED for s in chosen) else {}
+        values = compute_scores(scorer, x, chosen, self.generator(seed), batch, iw_samples, densities=densities)
         return {s.value: v for s, v in values.items()}
 
     def _scores(self, scores: str | list | None) -> list[Score]:

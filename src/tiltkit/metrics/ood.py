@@ -120,7 +120,7 @@ def likelihood_scores(base: BaseModel) -> list[Score]:
     for every x."""
     scores = [Score.ELBO] if Capability.LIKELIHOOD in base.capabilities else []
     scores += [Score.IWAE] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else []
-    return scores + [Score.COMPLEXITY] * bool(scores)
+    return scores + [Score.COMPLEXITY] * (bool(scores) and base.pixel_range is not None)  # bits of images
 
 
 def check_scores(scores: list[Score], scorer: Scorer) -> None:
@@ -427,6 +427,27 @@ def draw_sets(test_x: Tensor, in_name: str, ood: list[str], shape: tuple[int, in
     return x_in, sets
 
 
+def fit_on_training(scorer: Scorer, in_source: DataSource, scores: list[Score], seed: int = 0, batch: int = BATCH,
+                    iw_samples: int = IW_SAMPLES, quiet: bool = True) -> dict[Score, FeatureDensity]:
+    """The densities of the fitted scores among `scores`, on up to FIT_N training images of `in_source` drawn
+    by `seed` ({} when none is asked for)."""
+    fitted = [s for s in scores if s in FITTED]
+    if not fitted:
+        return {}
+    train = in_source.images("train")
+    shape = tuple(scorer.base.data_shape)
+    if tuple(train.shape) != shape:
+        raise UserError(f"--in {in_source.name}: training images of shape {tuple(train.shape)}, the run's are {shape}")
+    x_fit = pick(train.x, FIT_N, torch.Generator().manual_seed(seed))
+    stats = compute_statistics(scorer, x_fit, needed_statistics(fitted, scorer.offered),
+                               torch.Generator(device_of(scorer.model)).manual_seed(seed), batch, iw_samples, quiet,
+                               desc=f"statistics: {in_source.name} training images")
+    try:
+        return fit_densities(stats, fitted, scorer.offered, seed)
+    except ValueError as exc:  # too few training images, or statistics that are not finite
+        raise UserError(f"scores {', '.join(s.value for s in fitted)} on {in_source.name}: {exc}") from None
+
+
 def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[Score] | None = None,
             n: int | None = None, seed: int = 0, data_dir: str | None = None, iw_samples: int = IW_SAMPLES,
             sigma: float = NOISE_SIGMA, batch: int = BATCH, quiet: bool = True) -> OODReport:
@@ -456,21 +477,9 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
     x_in, sets = draw_sets(test.x, in_source.name, ood, shape, n, seed, data_dir, sigma)
 
     device = device_of(scorer.model)
-    densities, fit = {}, {}
-    if any(s in FITTED for s in scores):
-        train = in_source.images("train")
-        if tuple(train.shape) != shape:
-            raise UserError(f"--in {in_source.name}: training images of shape {tuple(train.shape)}, the run's are {shape}")
-        x_fit = pick(train.x, FIT_N, torch.Generator().manual_seed(seed))
-        fitted = [s for s in scores if s in FITTED]
-        stats = compute_statistics(scorer, x_fit, needed_statistics(fitted, scorer.offered),
-                                   torch.Generator(device).manual_seed(seed), batch, iw_samples, quiet,
-                                   desc=f"statistics: {in_source.name} training images")
-        try:
-            densities = fit_densities(stats, fitted, scorer.offered, seed)
-        except ValueError as exc:  # too few training images, or statistics that are not finite
-            raise UserError(f"scores {', '.join(s.value for s in fitted)} on {in_source.name}: {exc}") from None
-        fit = {"fit": {"n": len(x_fit), "components": {s.value: d.components for s, d in densities.items()}}}
+    densities = fit_on_training(scorer, in_source, scores, seed, batch, iw_samples, quiet)
+    fit = {"fit": {"n": min(FIT_N, len(in_source.images("train"))),
+                   "components": {s.value: d.components for s, d in densities.items()}}} if densities else {}
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:
         gen = torch.Generator(device).manual_seed(seed)  # the same draws for every set: paired for noisy/vflip
