@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -309,3 +312,13 @@ def test_run_score_fits_the_combined_density_on_the_run_s_training_images(ood_ru
     a = run.score(test_images, "combined,complexity")
     assert a["combined"].shape == (len(test_images),) and np.isfinite(a["combined"]).all()
     np.testing.assert_array_equal(run.score(test_images, "combined")["combined"], a["combined"])  # reproducible
+
+
+def test_the_statistics_are_drawn_in_a_fixed_order_whatever_the_hash_seed(ood_runs, tmp_path):
+    """Each statistic takes its random draws in one order, so scores agree across processes (set order varies)."""
+    code = (f"import tiltkit, json; r = tiltkit.load({str(ood_runs / 'tilt')!r}, device='cpu'); "
+            f"import torch; x = torch.zeros(4, 1, 28, 28, dtype=torch.uint8); "
+            f"print(json.dumps({{k: v.tolist() for k, v in r.score(x, 'elbo,iwae,energy,complexity').items()}}))")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")]
+    assert outs[0] == outs[1] == outs[2]

@@ -148,6 +148,9 @@ def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
 
 # ---------------------------------------------------------------- scoring
 
+STATISTICS = ("elbo", "iwae", "energy", "texture", "errors", "code", "bits")  # per image, in the order computed
+
+
 def combined_columns(offered: list[Score]) -> list[str]:
     """The statistics the combined score models for a run offering `offered` (each a column, errors L of them)."""
     cols = ["elbo"] * (Score.ELBO in offered) + ["energy"] * (Score.ENERGY in offered) + ["bits"]
@@ -183,7 +186,8 @@ def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: tor
     model, base = scorer.model, scorer.base
     device = device_of(model)
     sigmas = multiscale_sigmas(model.sigmas) if "errors" in need else None
-    parts: dict[str, list] = {k: [] for k in need}
+    order = [k for k in STATISTICS if k in need]  # a fixed order: each statistic's random draws are the same every run
+    parts: dict[str, list] = {k: [] for k in order}
     for lo in tqdm(range(0, len(x), batch), desc=desc, disable=quiet, leave=False):
         raw = x[lo:lo + batch].to(device)
         xb = to_model_range(raw, base.pixel_range) if raw.dtype == torch.uint8 else raw.float()
@@ -195,7 +199,7 @@ def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: tor
                "code": lambda: model.code_log_density(xb, generator),
                "bits": lambda: torch.from_numpy(compressed_bits(
                    raw if raw.dtype == torch.uint8 else to_uint8(raw, base.pixel_range)))}
-        for k in need:
+        for k in order:
             parts[k].append(got[k]().double().cpu())
     return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in parts.items()}
 
