@@ -150,16 +150,18 @@ class DenoisingEBM(nn.Module):
         return self.code_prior.sample(n, generator)
 
     @torch.no_grad()
-    def code_log_density(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """log N(f_α(x + σ_min·ε, σ_min); μ, Σ) (B,): how typical the code of x is under the code prior."""
+    def clean_code(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """f_α(x + σ_min·ε, σ_min) (B, d): the code of images x (B, C, H, W) at the ladder's smallest σ."""
         sigma = self.sigmas[-1].expand(len(x))
-        return self.code_prior.log_prob(self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma))
+        return self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma)
 
-    @torch.no_grad()
+    def code_log_density(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """log N(clean_code(x); μ, Σ) (B,): how typical the code of x is under the code prior."""
+        return self.code_prior.log_prob(self.clean_code(x, generator))
+
     def observe_codes(self, x: Tensor, generator: torch.Generator | None = None) -> None:
-        """Fold the codes f_α(x + σ_min·ε, σ_min) of training images x (B, C, H, W) into the code prior."""
-        sigma = self.sigmas[-1].expand(len(x))
-        self.code_prior.update(self.code(x + sigma.view(-1, 1, 1, 1) * nz.randn(x.shape, generator, x), sigma))
+        """Fold the codes of training images x (B, C, H, W) (`clean_code`) into the code prior."""
+        self.code_prior.update(self.clean_code(x, generator))
 
     def decode(self, z: Tensor) -> Tensor:
         """h_γ(z): the semantic image (B, C, H, W) of codes z (B, d)."""

@@ -157,6 +157,12 @@ def combined_columns(offered: list[Score]) -> list[str]:
     return cols + ["errors", "code"] * (Score.MULTISCALE in offered)  # a Denoising-EBM: its errors and code
 
 
+def fitted_features(stats: dict[str, np.ndarray], score: Score, offered: list[Score]) -> np.ndarray:
+    """(N, F): the statistics a fitted score's density models, one column each (errors: one per σ)."""
+    columns = ["errors"] if score is Score.MULTISCALE else combined_columns(offered)
+    return np.column_stack([stats[c].reshape(len(stats[c]), -1) for c in columns])
+
+
 def needed_statistics(scores: list[Score], offered: list[Score]) -> set[str]:
     """The per-image statistics (elbo, iwae, energy, texture, bits, errors, code) that `scores` are made of."""
     need = set()
@@ -207,15 +213,12 @@ def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: tor
 def scores_from(stats: dict[str, np.ndarray], scores: list[Score], offered: list[Score],
                 densities: dict[Score, FeatureDensity] | None = None) -> dict[Score, np.ndarray]:
     """Each score (higher = more in-distribution) from the statistics; fitted scores take their density."""
-    def feature_matrix(columns: list[str]) -> np.ndarray:
-        return np.column_stack([stats[c].reshape(len(stats[c]), -1) for c in columns])
     out = {}
     for s in scores:
         if s in FITTED:
             if not densities or s not in densities:
                 raise ValueError(f"score {s.value} needs its density, fitted on training images (fit_densities)")
-            columns = ["errors"] if s is Score.MULTISCALE else combined_columns(offered)
-            out[s] = densities[s].log_density(feature_matrix(columns))
+            out[s] = densities[s].log_density(fitted_features(stats, s, offered))
         elif s is Score.COMPLEXITY:
             log_p = stats["elbo"] - (stats["energy"] if Score.TILTED in offered else 0)
             out[s] = log_p + stats["bits"] * math.log(2)
@@ -231,9 +234,7 @@ def scores_from(stats: dict[str, np.ndarray], scores: list[Score], offered: list
 def fit_densities(stats: dict[str, np.ndarray], scores: list[Score], offered: list[Score],
                   seed: int = 0) -> dict[Score, FeatureDensity]:
     """The densities of the fitted scores among `scores`, from the statistics of in-distribution training images."""
-    columns = {Score.MULTISCALE: ["errors"], Score.COMBINED: combined_columns(offered)}
-    return {s: FeatureDensity(np.column_stack([stats[c].reshape(len(stats[c]), -1) for c in columns[s]]), seed)
-            for s in scores if s in FITTED}
+    return {s: FeatureDensity(fitted_features(stats, s, offered), seed) for s in scores if s in FITTED}
 
 
 def compute_scores(scorer: Scorer, x: Tensor, scores: list[Score], generator: torch.Generator | None = None,
