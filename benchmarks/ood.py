@@ -1,8 +1,9 @@
 """Out-of-distribution detection by each run's scores, side by side: AUROC per OOD set and run/score.
 
-Every score a run offers (tiltkit.metrics.ood: elbo, iwae for a VAE; + energy, tilted for a tilted VAE;
-energy for a pixel EBM; texture for a Denoising-EBM) is computed on n in-distribution test images and n
-images of each OOD set. All runs see the same images: the sets are drawn from --seed alone. Writes
+Every score a run offers (tiltkit.metrics.ood: elbo, iwae, regret, complexity, combined for a VAE; + energy,
+tilted for a tilted VAE; energy, combined for a pixel EBM; texture, multiscale, combined for a Denoising-EBM)
+is computed on n in-distribution test images and n images of each OOD set; the fitted scores are fitted on
+training images first. All runs see the same images: the sets are drawn from --seed alone. Writes
 benchmarks/results/ood_<in>.json and the `ood` section of BENCHMARKS.md (rows: run and score; columns: OOD
 sets; AUROC).
 
@@ -95,10 +96,11 @@ def section(r: dict) -> str:
     return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}, torch {r['torch']}. "
             f"In-distribution: {r['in']} test split ({source}), n = {r['n']} images per set, seed {r['seed']}; "
             f"runs: {runs}. AUROC with in-distribution as the positive class and every score oriented "
-            f"higher = more in-distribution (elbo, iwae with K = {r['iw_samples']}, energy = −E(x), "
+            f"higher = more in-distribution (elbo, iwae with K = {r['iw_samples']}, regret = −a VAE's likelihood "
+            f"regret, energy = −E(x), "
             f"tilted = ELBO − E(x), texture = a Denoising-EBM's −U_c(x, σ = 0.05), complexity = log p(x) + PNG bits·ln 2, "
             f"multiscale and combined = Gaussian-mixture log-densities of denoising errors at 10 σ and of all the run's "
-            f"statistics, fitted on {r.get('fit_n', 5000)} in-distribution training images); 0.5 is chance, below 0.5 "
+            f"statistics (a VAE's: reconstruction, KL, regret, PNG bits, and its energy when tilted), fitted on {r.get('fit_n', 5000)} in-distribution training images); 0.5 is chance, below 0.5 "
             f"the score prefers the OOD set. "
             f"Synthetic sets are made from the same n test images (noisy: σ = {r['noise_sigma']:g} on 0..255)."
             f"{notes} AUPRC and FPR95 in `benchmarks/results/ood_{r['slug']}.json`.\n\n{table(r)}\n\n"

@@ -24,7 +24,7 @@ from tiltkit.data.images import PixelRange
 from tiltkit.data.source import DataSource
 from tiltkit.energies import SmallConvEnergy
 from tiltkit.generators import GENERATORS, ConvVAE, FlowInDataSpace, Glow, RealNVP, VectorCouplingFlow
-from tiltkit.generators.flow import ActNorm, AffineCoupling, InvConv1x1, Squeeze
+from tiltkit.generators.flow import SCALE_BOUND, ActNorm, AffineCoupling, InvConv1x1, Squeeze
 from tiltkit.samplers import SamplerConfig, SamplerKind
 from tiltkit.samplers import noise as nz
 from tiltkit.training import BASE, train_base
@@ -66,12 +66,13 @@ def small_glow(shape=(2, 8, 8), seed=0, **kw) -> Glow:
 def make_layer(name: str):
     torch.manual_seed(0)
     layer = {"actnorm": lambda: ActNorm(4), "conv1x1": lambda: InvConv1x1(4),
-             "coupling": lambda: AffineCoupling(4, 8), "additive": lambda: AffineCoupling(4, 8, additive=True),
+             "coupling": lambda: AffineCoupling(4, 8), "bounded": lambda: AffineCoupling(4, 8, "bounded"),
+             "additive": lambda: AffineCoupling(4, 8, "additive"),
              "squeeze": Squeeze}[name]().double()
     return perturb(layer, 0.3, 1).eval()
 
 
-@pytest.mark.parametrize("name", ["actnorm", "conv1x1", "coupling", "additive", "squeeze"])
+@pytest.mark.parametrize("name", ["actnorm", "conv1x1", "coupling", "bounded", "additive", "squeeze"])
 def test_layer_inverse_and_logdet_match_brute_force(name):
     layer = make_layer(name)
     x = torch.randn(3, 4, 4, 4, generator=gen(2), dtype=F64)
@@ -84,10 +85,30 @@ def test_layer_inverse_and_logdet_match_brute_force(name):
     for i in range(3):  # per example: the coupling's log-det depends on x
         expected = brute_logdet(lambda v: layer(v)[0], x[i:i + 1])
         torch.testing.assert_close(logdet[i], expected, atol=1e-9, rtol=0)
-    if name == "coupling":
+    if name in ("coupling", "bounded"):
         assert logdet.std() > 1e-3
     if name == "additive":  # volume-preserving
         assert (logdet == 0).all()
+
+
+def test_the_bounded_coupling_starts_as_the_identity_and_bounds_each_inverse_step():
+    """log σ = B·tanh(r / B): 0 for a fresh coupling (the identity), and within (−B, B) whatever the network
+    says (= −B once tanh rounds to −1), so one inverse step magnifies x_b by at most e^B; the affine coupling's 1/σ has no such bound."""
+    x = torch.randn(3, 4, 4, 4, generator=gen(6), dtype=F64)
+    fresh = AffineCoupling(4, 8, "bounded").double()
+    y, logdet = fresh(x)
+    torch.testing.assert_close(y, x)
+    assert (logdet == 0).all()
+    for coupling in ("bounded", "affine"):
+        layer = AffineCoupling(4, 8, coupling).double()
+        with torch.no_grad():
+            layer.net[-1].bias[2:].fill_(-1e3)  # the log-scale half of the output: a very small σ
+        log_scale = layer._split(x)[3]
+        if coupling == "bounded":
+            assert log_scale.min() >= -SCALE_BOUND and torch.isfinite(layer.inverse(x)).all()
+            assert layer.inverse(x)[:, 2:].abs().max() <= x[:, 2:].abs().max() * math.exp(SCALE_BOUND)
+        else:
+            assert log_scale.min() < -900 and not torch.isfinite(layer.inverse(x)).all()
 
 
 def test_actnorm_data_init_standardizes_its_first_training_batch_once():
@@ -135,7 +156,7 @@ def test_glow_shapes_for_mnist_and_bad_shapes():
         Glow((1, 28, 28), n_bits=9)
 
 
-@pytest.mark.parametrize("coupling", ["affine", "additive"])
+@pytest.mark.parametrize("coupling", ["affine", "bounded", "additive"])
 def test_glow_decode_inverts_encode(coupling):
     glow = small_glow(coupling=coupling)
     x = torch.rand(5, 2, 8, 8, generator=gen(3))
@@ -147,7 +168,7 @@ def test_glow_decode_inverts_encode(coupling):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("coupling", ["affine", "additive"])
+@pytest.mark.parametrize("coupling", ["affine", "bounded", "additive"])
 def test_glow_logdet_and_density_match_brute_force(coupling):
     glow = small_glow(coupling=coupling).double()
     x = torch.rand(2, 2, 8, 8, generator=gen(5), dtype=F64)

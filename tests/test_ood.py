@@ -16,6 +16,7 @@ from scipy.stats import norm
 
 from conftest import sets
 from test_image_pipeline import TINY_TILT, TINY_VAE, squares
+from test_tilt import N_SE
 import tiltkit
 from tiltkit.cli import main
 from tiltkit.data.source import DataSource
@@ -178,17 +179,17 @@ def models():
 
 
 def test_available_scores_per_run_kind(models):
-    assert models["base"].offered == [Score.ELBO, Score.IWAE, Score.COMPLEXITY, Score.COMBINED]
-    assert models["tilt"].offered == [Score.ELBO, Score.IWAE, Score.COMPLEXITY, Score.ENERGY, Score.TILTED,
-                                      Score.COMBINED]
+    assert models["base"].offered == [Score.ELBO, Score.IWAE, Score.REGRET, Score.COMPLEXITY, Score.COMBINED]
+    assert models["tilt"].offered == [Score.ELBO, Score.IWAE, Score.REGRET, Score.COMPLEXITY, Score.ENERGY,
+                                      Score.TILTED, Score.COMBINED]
     assert models["pixel"].offered == [Score.ENERGY, Score.COMBINED]
     assert parse_scores(None, models["pixel"]) == [Score.ENERGY, Score.COMBINED]
     with pytest.raises(UserError, match=r"score energy is not offered by a base run \(ConvVAE\); it offers: elbo, "
-                                        r"iwae, complexity, combined$"):
+                                        r"iwae, regret, complexity, combined$"):
         parse_scores("elbo,energy", models["base"])
     with pytest.raises(UserError, match="flat PixelBox.*it offers: energy, combined$"):
         parse_scores("tilted", models["pixel"])
-    with pytest.raises(UserError, match="expected a comma-separated list of elbo, iwae, energy, tilted"):
+    with pytest.raises(UserError, match="expected a comma-separated list of elbo, iwae, regret, energy, tilted"):
         parse_scores("elbo,likelihood", models["tilt"])
 
 
@@ -204,8 +205,10 @@ def test_scores_are_consistent_and_batch_independent(models, test_images):
         np.testing.assert_array_equal(again[score], s[score])
     s3 = compute_scores(scorer, test_images, [Score.ENERGY], torch.Generator(), batch=64)
     np.testing.assert_allclose(s3[Score.ENERGY], s[Score.ENERGY], rtol=1e-5, atol=1e-5)
-    # the importance-weighted bound is tighter than the ELBO on average (Burda et al. 2016, Theorem 1)
-    assert s[Score.IWAE].mean() > s[Score.ELBO].mean()
+    # the importance-weighted bound is not below the ELBO on average (Burda et al. 2016, Theorem 1); this untrained
+    # VAE's decoder hardly uses z, so the gap is ≈ 0 here (tests/test_tilt.py measures it where it is not)
+    d = s[Score.IWAE] - s[Score.ELBO]
+    assert d.mean() > -N_SE * d.std() / math.sqrt(len(d))
 
 
 # ---------------------------------------------------------------- the command line
@@ -249,7 +252,7 @@ def test_ood_command_end_to_end(ood_runs, capsys):
     result = json.loads((out / "ood.json").read_text())
     assert json.loads(captured.out) == result
     assert result["n"] == 40 and result["in"] == str(ood_runs / "squares.npz")
-    assert result["scores"] == ["elbo", "iwae", "complexity", "energy", "tilted", "combined"]
+    assert result["scores"] == ["elbo", "iwae", "regret", "complexity", "energy", "tilted", "combined"]
     assert result["iw_samples"] == 3 and result["fit"]["n"] == len(DataSource(str(ood_runs / "squares.npz")).images("train").x)
     sets_ = ["uniform", "constant", "noisy", "vflip", str(ood_runs / "rgb16.npz")]
     assert list(result["results"]) == sets_ and list(result["stats"]["ood"]) == sets_
@@ -275,7 +278,7 @@ def test_ood_command_is_reproducible(ood_runs, capsys):
                      "--out", str(ood_runs / name), "--quiet"]) == 0
     capsys.readouterr()
     a, b = (json.loads((ood_runs / k / "ood.json").read_text()) for k in ("a", "b"))
-    assert a["results"] == b["results"] and a["scores"] == ["elbo", "iwae", "complexity", "combined"]
+    assert a["results"] == b["results"] and a["scores"] == ["elbo", "iwae", "regret", "complexity", "combined"]
 
 
 @pytest.mark.parametrize("case", ["energy from a base run", "unknown set", "n too small", "n too large",
@@ -290,7 +293,7 @@ def test_ood_bad_input_is_one_line_and_exit_2(ood_runs, tmp_path, capsys, case):
         "n too small": (["ood", tilt, "--ood", "uniform", "--n", str(MIN_N - 1), *out], f"at least {MIN_N}"),
         "n too large": (["ood", tilt, "--ood", "uniform", "--n", "61", *out], "has only 60 images"),
         "missing file": (["ood", tilt, "--ood", str(tmp_path / "nope.npz"), *out], "no such file"),
-        "unknown score": (["ood", tilt, "--ood", "uniform", "--scores", "likelihood", *out], "elbo, iwae, energy"),
+        "unknown score": (["ood", tilt, "--ood", "uniform", "--scores", "likelihood", *out], "elbo, iwae, regret"),
         "twice": (["ood", tilt, "--ood", "noisy,noisy", *out], "lists noisy twice"),
     }[case]
     assert main(argv) == 2

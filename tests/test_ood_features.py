@@ -11,9 +11,13 @@ import pytest
 import torch
 
 from test_debm import tiny_model
-from tiltkit.metrics.ood import Score, combined_columns, needed_statistics, scores_from
+from test_tilt import N_SE, POST_VAR, gen, linear_vae, linear_vae_data, mean_and_se
+from test_tilt import gaussian_kl as kl_between
+from tiltkit.generators import MLPVAE
+from tiltkit.generators.conv_vae import ConvVAE
+from tiltkit.metrics.ood import Score, combined_columns, fitted_features, needed_statistics, scores_from
 from tiltkit.metrics.ood_features import (Compressor, FeatureDensity, compressed_bits, denoising_errors,
-                                          multiscale_sigmas)
+                                          elbo_terms, likelihood_regret, multiscale_sigmas)
 
 
 def images() -> torch.Tensor:
@@ -92,3 +96,45 @@ def test_denoising_errors_are_the_log_mean_squared_errors_at_each_sigma():
             r = m.denoise(x + s * eps, s.expand(4))
         torch.testing.assert_close(got[:, j], (x - r).pow(2).flatten(1).mean(1).log())
     assert combined_columns([Score.TEXTURE, Score.MULTISCALE, Score.COMBINED]) == ["bits", "errors", "code"]
+
+
+@pytest.mark.parametrize("make", [lambda: MLPVAE(data_dim=3, latent_dim=2, hidden=8),
+                                  lambda: ConvVAE((1, 28, 28), latent_dim=4, width=4)], ids=["mlp", "conv"])
+def test_a_vaes_elbo_terms_add_up_to_its_elbo(make):
+    """combined models a VAE's ELBO as its two terms: with the same z, −rec − kl is the ELBO, and kl the closed
+    form of KL(q(z | x) ‖ N(0, I)) (it does not depend on the draw)."""
+    torch.manual_seed(0)
+    vae = make().eval()
+    x = torch.rand(5, *vae.data_shape)
+    with torch.no_grad():
+        rec, kl = elbo_terms(vae, x, torch.Generator().manual_seed(1)).T
+        elbo = vae.log_likelihood(x, torch.Generator().manual_seed(1))
+        kl_other_draw = elbo_terms(vae, x, torch.Generator().manual_seed(2))[:, 1]
+    torch.testing.assert_close(-rec - kl, elbo)
+    torch.testing.assert_close(kl, kl_other_draw)
+    assert (kl > 0).all()
+    vae_offers = [Score.ELBO, Score.IWAE, Score.REGRET, Score.COMPLEXITY, Score.COMBINED]
+    assert combined_columns(vae_offers) == ["terms", "regret", "bits"]
+    assert combined_columns(vae_offers + [Score.ENERGY, Score.TILTED]) == ["terms", "regret", "energy", "bits"]
+    assert combined_columns([Score.ELBO, Score.COMBINED]) == ["elbo", "bits"]  # a flow: its log-likelihood
+    stats = {"terms": np.stack([-elbo.numpy(), np.zeros(5)], 1), "regret": np.zeros(5), "bits": np.ones(5)}
+    assert fitted_features(stats, Score.COMBINED, vae_offers).shape == (5, 4)
+
+
+def test_likelihood_regret_is_the_encoders_gap_on_a_linear_vae():
+    """Linear-Gaussian VAE whose exact posterior is diagonal: max_q ELBO = log p(x), so the regret of an encoder
+    off by (0.3 in the mean, 0.7 in the log-variance) is KL(q ‖ p(z | x)) = 1.17 nats for every x, and 0 for
+    the exact encoder. The per-image fit may fall short of the optimum, never past it (on average)."""
+    x = linear_vae_data(500, seed=40)
+    offset = linear_vae(0.3, 0.7)
+    gap = float(kl_between(torch.full((2,), 0.3, dtype=torch.float64), POST_VAR * math.exp(0.7),
+                           torch.zeros(2, dtype=torch.float64), POST_VAR))
+    regret = likelihood_regret(offset, x, gen(41), steps=200, lr=0.02)
+    m, se = mean_and_se(regret)
+    assert 0.95 * gap < m < gap + N_SE * se, f"regret {m:.4f} ± {se:.4f}, encoder gap {gap:.4f}"
+    exact = likelihood_regret(linear_vae(), x, gen(42), steps=200, lr=0.02)
+    m, se = mean_and_se(exact)
+    assert m < N_SE * se and m > -0.05 * gap, f"regret of the exact encoder {m:.4f} ± {se:.4f}"
+    assert all(p.grad is None for p in offset.parameters())  # the VAE's weights are not touched
+
+

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -87,6 +88,30 @@ def test_langevin_at_the_last_level_alone_misses_the_weights():
     nearest = torch.cdist(x, CENTRES).argmin(1)
     fractions = torch.stack([(nearest == k).float().mean() for k in range(4)])
     assert (fractions - WEIGHTS).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("ratio", [1.0, 3.0])
+def test_annealed_step_below_its_stability_bound_has_the_closed_form_variance(ratio):
+    """Where the denoiser ignores its input (here the data are one point, 0, so q_σ = N(0, σ²) and
+    s = −x/σ²), a step is x ← (1 − c)x + √α z with c = ε/(2σ²): stationary variance α / (c(2 − c)) for
+    ε < 4σ², which is what the docstring's bound says."""
+    sigma, n = 0.1, 20_000
+    eps = ratio * sigma ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # below the bound: no warning
+        x = annealed_langevin(lambda x, s: -x / s[:, None] ** 2, torch.zeros(n, 1), torch.tensor([sigma]), steps=200,
+                              step_size=eps, generator=gen(5), final_denoise=False).noise
+    c = eps / (2 * sigma ** 2)
+    expected = eps / (c * (2 - c))
+    assert abs(x.var().item() - expected) < N_SE * expected * math.sqrt(2 / n)
+
+
+def test_annealed_step_above_its_stability_bound_diverges_and_warns():
+    sigma = 0.1
+    with pytest.warns(RuntimeWarning, match="diverges"):
+        x = annealed_langevin(lambda x, s: -x / s[:, None] ** 2, torch.zeros(100, 1), torch.tensor([sigma]),
+                              steps=100, step_size=5 * sigma ** 2, generator=gen(5), final_denoise=False).noise
+    assert x.abs().median() > 1e6  # |1 − 5/2| = 1.5 per step
 
 
 def test_annealed_trajectory_and_final_denoise():

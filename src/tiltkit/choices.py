@@ -1,5 +1,5 @@
 """Option values the command line checks before torch is loaded (so `tiltkit --help` answers at once):
-the precisions, the loggers and the seed range. The run configs (config.py) use them from here."""
+the precisions, the loggers, the OOD scores and the seed range. The run configs (config.py) use them from here."""
 
 from __future__ import annotations
 
@@ -21,3 +21,17 @@ class LogBackend(str, enum.Enum):
 
     JSONL = "jsonl"  # metrics.jsonl only
     TENSORBOARD = "tensorboard"  # also RUN/tensorboard event files: scalars, and image runs' sample grids
+
+
+class Score(str, enum.Enum):
+    """An OOD score (metrics/ood.py): higher = more in-distribution."""
+
+    ELBO = "elbo"
+    IWAE = "iwae"
+    REGRET = "regret"  # a VAE's likelihood regret
+    ENERGY = "energy"
+    TILTED = "tilted"
+    TEXTURE = "texture"  # a Denoising-EBM's −U_c(x, σ = 0.05)
+    COMPLEXITY = "complexity"  # log p(x) + L(x)·ln 2
+    MULTISCALE = "multiscale"  # mixture log-density of the denoising errors at several σ
+    COMBINED = "combined"  # mixture log-density of all the run's statistics

@@ -7,7 +7,7 @@
     tiltkit train debm --data NAME --out DIR [--config configs/fashion_debm.yaml]   (a Denoising-EBM)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
     tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
-    tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,iwae,energy,tilted,texture] [--n N]
+    tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,complexity,combined,...] [--n N]
     tiltkit fid A B [--metrics fid,inception-fid] [--domain NAME]     (folders, arrays, data-set names, FID stats)
     tiltkit plot DIR [--out curves.png]
     tiltkit demo --out DIR [--quick]
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
-from .choices import MAX_SEED, LogBackend, Precision
+from .choices import MAX_SEED, LogBackend, Precision, Score
 from .errors import DivergenceError, Interrupted, UserError
 
 
@@ -164,8 +164,8 @@ def build_parser() -> Parser:
                    help="comma-separated OOD sets: uniform, gaussian, constant, noisy, interp, vflip (made from the "
                         "test images), or image set names, folders, .npy/.npz files (resized to the run's shape)")
     o.add_argument("--out", type=Path, required=True, help="folder for ood.json and hist_<score>.png")
-    o.add_argument("--scores", help="comma-separated elbo, iwae, energy, tilted, texture (a debm run) "
-                   "(default: every score the run offers)")
+    o.add_argument("--scores", help=f"comma-separated {', '.join(s.value for s in Score)}, those the run offers "
+                   "(default: all of them)")
     o.add_argument("--n", type=positive_int, help="images per set (default: the whole in-distribution test split)")
     o.add_argument("--iw-samples", type=positive_int, help="importance samples K of the iwae score (default 32)")
     o.add_argument("--data-dir", help="where to look for image sets first")

@@ -8,7 +8,9 @@ a feature that needs one asks with `require`, which names the feature and the ba
     capability            methods it promises                          features that need it
     TRAINABLE             loss(x, generator) -> LossOutput             tiltkit train base
     LIKELIHOOD            log_likelihood(x, generator) -> (B,)         OOD elbo and tilted scores
-    IMPORTANCE_WEIGHTED   log_likelihood(x, generator, n_importance=K) OOD iwae score
+    IMPORTANCE_WEIGHTED   log_likelihood(x, generator, n_importance=K) OOD iwae and regret scores, the
+                          posterior(x) -> (mean, log_var) (B, d) each, ELBO's two terms in OOD combined
+                          log_p_x(x, z) -> log p(x | z) (B,): a VAE
     EXACT_DENSITY         log_density(x) -> exact log p(x), (B,)       chains in data space (--space data)
     ENCODE                encode(x, generator) -> z ~ q(z | x) (B, d),  joint energies E(x, z)
                           latent(noise) -> z (B, d), latent_dim

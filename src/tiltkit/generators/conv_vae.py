@@ -97,21 +97,29 @@ class ConvVAE(nn.Module):
 
     def encode(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """z ~ q(z | x), reparameterized, (B, d)."""
-        mean, log_var = self.encoder(x).chunk(2, dim=1)
+        mean, log_var = self.posterior(x)
         return mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z | x) = N(mean, diag exp(log_var)): (mean, log_var), each (B, d)."""
         mean, log_var = self.encoder(x).chunk(2, dim=1)
-        bound, rec, kl = elbo(mean, log_var, self._log_p_x(x), generator)
+        return mean, log_var
+
+    def log_p_x(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z), (B,) in nats."""
+        return -self.reconstruction_nll(x, self.decoder(z))
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        bound, rec, kl = elbo(*self.posterior(x), lambda z: self.log_p_x(x, z), generator)
         loss = -bound.mean()
         return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,) in nats."""
-        mean, log_var = self.encoder(x).chunk(2, dim=1)
+        mean, log_var = self.posterior(x)
         if n_importance == 1:
-            return elbo(mean, log_var, self._log_p_x(x), generator)[0]
-        return importance_weighted_bound(mean, log_var, self._log_p_x(x), n_importance, generator)
+            return elbo(mean, log_var, lambda z: self.log_p_x(x, z), generator)[0]
+        return importance_weighted_bound(mean, log_var, lambda z: self.log_p_x(x, z), n_importance, generator)
 
     # -- internals ---------------------------------------------------------------------
     def sigma(self) -> Tensor:
@@ -125,6 +133,3 @@ class ConvVAE(nn.Module):
         log_sigma = self.log_sigma.clamp_min(self.min_log_sigma).view(1, -1, 1, 1)
         nll = 0.5 * ((x - out) / log_sigma.exp()).pow(2) + log_sigma + 0.5 * LOG_2PI
         return nll.flatten(1).sum(1)
-
-    def _log_p_x(self, x: Tensor):
-        return lambda z: -self.reconstruction_nll(x, self.decoder(z))

@@ -14,7 +14,9 @@ Glow layers, on (B, C, H, W), with log|det| per example:
 - AffineCoupling: x = (x_a, x_b) by channel halves, (t, r) = NN(x_a), σ = sigmoid(r + 2),
   y = (x_a, (x_b + t)·σ);                                 log|det| = Σ log σ.
   NN = conv3×3 → ReLU → conv1×1 → ReLU → zero-initialized conv3×3, so a fresh coupling is a
-  fixed scaling by sigmoid(2).
+  fixed scaling by sigmoid(2). σ has no lower bound, so the inverse's 1/σ can overflow; the bounded
+  coupling takes log σ = B·tanh(r / B) ∈ (−B, B) instead (a fresh one is the identity), and the
+  additive one σ = 1.
 - Squeeze: (C, H, W) -> (4C, H/2, W/2), each 2×2 patch to channels;  log|det| = 0.
 
 RealNVP layers, on (B, d): VectorCoupling with a binary mask m,
@@ -135,35 +137,40 @@ class InvConv1x1(nn.Module):
 
 
 class Coupling(str, enum.Enum):
-    """Glow's coupling: `affine` scales and shifts (Glow's default); `additive` only shifts (NICE; Glow
-    paper §3.3), volume-preserving, and its inverse cannot multiply a large input by a large 1/σ."""
+    """Glow's coupling: `affine` scales and shifts (Glow's default, σ = sigmoid(r + 2) ∈ (0, 1)); `bounded`
+    scales by σ = exp(B·tanh(r / B)) ∈ (e^−B, e^B), so one inverse step magnifies by at most e^B; `additive`
+    only shifts (NICE; Glow paper §3.3), volume-preserving."""
 
     AFFINE = "affine"
+    BOUNDED = "bounded"
     ADDITIVE = "additive"
 
 
+SCALE_BOUND = 2.0  # B of the bounded coupling: |log σ| ≤ 2 per coupling
+
+
 class AffineCoupling(nn.Module):
-    """(x_a, x_b) -> (x_a, (x_b + t)·σ), (t, r) = NN(x_a), σ = sigmoid(r + 2); log|det| = Σ log σ.
+    """(x_a, x_b) -> (x_a, (x_b + t)·σ), (t, r) = NN(x_a); log|det| = Σ log σ, with log σ by `coupling`:
+    affine logsigmoid(r + 2), bounded B·tanh(r / B), additive 0 (no r)."""
 
-    additive=True: σ = 1, (x_a, x_b) -> (x_a, x_b + t), log|det| = 0.
-    """
-
-    def __init__(self, channels: int, hidden: int, additive: bool = False):
+    def __init__(self, channels: int, hidden: int, coupling: Coupling | str = Coupling.AFFINE):
         super().__init__()
         self.n_cond = channels // 2
-        self.additive = additive
+        self.coupling = Coupling(coupling)
         n_out = channels - self.n_cond
         self.net = nn.Sequential(nn.Conv2d(self.n_cond, hidden, 3, padding=1), nn.ReLU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-                                 zero_conv(hidden, n_out if additive else 2 * n_out))
+                                 zero_conv(hidden, n_out if self.coupling is Coupling.ADDITIVE else 2 * n_out))
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(x_a, x_b, t, log σ)."""
         x_a, x_b = x[:, :self.n_cond], x[:, self.n_cond:]
-        if self.additive:
+        if self.coupling is Coupling.ADDITIVE:
             shift = self.net(x_a)
             return x_a, x_b, shift, torch.zeros_like(shift)
         shift, raw = self.net(x_a).chunk(2, dim=1)
+        if self.coupling is Coupling.BOUNDED:
+            return x_a, x_b, shift, SCALE_BOUND * torch.tanh(raw / SCALE_BOUND)
         return x_a, x_b, shift, F.logsigmoid(raw + 2.0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -193,7 +200,7 @@ class Glow(nn.Module):
     """Multi-scale Glow on images in [0, 1] (tilting paper B.1: 2 blocks of 16 steps, hidden 64, on MNIST).
 
     Block i = squeeze, then `n_couplings` steps of [ActNorm, InvConv1x1, coupling (`coupling`: affine,
-    or additive: see Coupling)]; after every
+    bounded or additive: see Coupling)]; after every
     block but the last, half the channels leave as z_i with the conditional prior
     N(μ_i(h), σ_i(h)) from a zero-initialized conv of the kept half h; the last block's output
     z_top has a learned N(μ, σ) per position (learn_top) or N(0, I). For 1×28×28 and 2 blocks:
@@ -230,7 +237,6 @@ class Glow(nn.Module):
                              f"by {2 ** n_blocks}, got H={h}, W={w}")
         if not 1 <= n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
-        additive = Coupling(coupling) is Coupling.ADDITIVE
         self.data_shape, self.n_bits, self.clamp_output = (c, h, w), n_bits, clamp_output
         self.pixel_range = PixelRange.UNIT
         self.blocks, self.priors = nn.ModuleList(), nn.ModuleList()
@@ -239,7 +245,7 @@ class Glow(nn.Module):
             c, h, w = 4 * c, h // 2, w // 2
             layers: list[nn.Module] = [Squeeze()]
             for _ in range(n_couplings):
-                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden, additive)]
+                layers += [ActNorm(c), InvConv1x1(c), AffineCoupling(c, hidden, coupling)]
             self.blocks.append(FlowChain(layers))
             if i < n_blocks - 1:
                 c_out = c // 2

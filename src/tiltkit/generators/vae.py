@@ -67,33 +67,32 @@ class MLPVAE(nn.Module):
 
     def encode(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """z ~ q(z | x), reparameterized, (B, d)."""
-        mean, log_var = self.encoder(self.standardize(x)).chunk(2, dim=1)
+        mean, log_var = self.posterior(x)
         return mean + (0.5 * log_var).exp() * nz.randn(mean.shape, generator, mean)
 
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z | x) = N(mean, diag exp(log_var)): (mean, log_var), each (B, d)."""
+        mean, log_var = self.encoder(self.standardize(x)).chunk(2, dim=1)
+        return mean, log_var
+
+    def log_p_x(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z) in data units, (B,): the Gaussian in standardized units plus the Jacobian −Σ log scale."""
+        log_sigma = self.log_sigma.clamp_min(self.min_log_sigma)
+        log_p_y = -0.5 * (((self.standardize(x) - self.decoder(z)) / log_sigma.exp()).pow(2) + 2 * log_sigma
+                          + LOG_2PI).sum(1)
+        return log_p_y - self.standardize.scale.log().sum()
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        bound, rec, kl = self._bound(x, generator)
+        bound, rec, kl = elbo(*self.posterior(x), lambda z: self.log_p_x(x, z), generator)
         loss = -bound.mean()
         return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,)."""
-        return self._bound(x, generator, n_importance)[0]
+        mean, log_var = self.posterior(x)
+        if n_importance == 1:
+            return elbo(mean, log_var, lambda z: self.log_p_x(x, z), generator)[0]
+        return importance_weighted_bound(mean, log_var, lambda z: self.log_p_x(x, z), n_importance, generator)
 
-    # -- internals ---------------------------------------------------------------------
     def sigma(self) -> Tensor:
         return self.log_sigma.clamp_min(self.min_log_sigma).exp()
-
-    def _bound(self, x: Tensor, generator, n_importance: int = 1) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """(bound, rec, kl) in data units: the Jacobian of standardization, −Σ log scale, is added to the bound."""
-        y = self.standardize(x)
-        mean, log_var = self.encoder(y).chunk(2, dim=1)
-        log_sigma = self.log_sigma.clamp_min(self.min_log_sigma)
-
-        def log_p_y(z: Tensor) -> Tensor:
-            return -0.5 * (((y - self.decoder(z)) / log_sigma.exp()).pow(2) + 2 * log_sigma + LOG_2PI).sum(1)
-
-        if n_importance == 1:
-            bound, rec, kl = elbo(mean, log_var, log_p_y, generator)
-        else:
-            bound, rec, kl = importance_weighted_bound(mean, log_var, log_p_y, n_importance, generator), None, None
-        return bound - self.standardize.scale.log().sum(), rec, kl

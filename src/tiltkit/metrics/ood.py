@@ -7,16 +7,19 @@ Every score follows one convention: higher = more in-distribution.
     energy   −E(x)   (−E(x, z), z ~ q(z | x), for a joint energy)
     tilted   ELBO(x) − E(x), the tilted model's unnormalized log-density log p_base(x) − E(x)
     texture  −U_c(x, σ = 0.05), a Denoising-EBM's texture energy (Denoising-EBM paper §5.3)
+    regret   −R(x), a VAE's likelihood regret: the ELBO gained by fitting q(z | x) to x alone (Xiao et al. 2020;
+             ood_features.py)
     complexity  log p(x) + L(x)·ln 2: the run's log-density (ELBO, or ELBO − E(x) when tilted) plus the PNG
              bits of x in nats (input complexity, Serrà et al. 2020; ood_features.py)
     multiscale  log-density of a Denoising-EBM's denoising errors at 10 σ (Mahmood et al. 2021)
-    combined    log-density of every per-image statistic the run has: ELBO, energy, PNG bits, and a Denoising-EBM's
-             denoising errors and the log-density of its code under the code prior
+    combined    log-density of every per-image statistic the run has: ELBO (a VAE's as its two terms, reconstruction
+             and KL, and its regret), energy, PNG bits, and a Denoising-EBM's denoising errors and the
+             log-density of its code under the code prior
 
 multiscale and combined are densities (Gaussian mixtures, ood_features.FeatureDensity) fitted on up to
 5,000 in-distribution *training* images before any set is scored; nothing is fitted on test or OOD images.
 
-What a run offers (its Method's `scores`): a base VAE elbo, iwae, complexity, combined; a VAE tilted by an
+What a run offers (its Method's `scores`): a base VAE elbo, iwae, regret, complexity, combined; a VAE tilted by an
 energy also energy and tilted; a pixel EBM (flat PixelBox base, whose log p_base is one constant) energy
 and combined; a Denoising-EBM texture, multiscale and combined.
 
@@ -53,29 +56,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..choices import Score
 from ..data.images import IMAGE_SETS, ImageData, load_images, to_model_range, to_uint8
 from ..data.source import DataSource
 from ..devices import device_of
 from ..errors import UserError
 from ..generators.base import BaseModel, Capability
-from .ood_features import FIT_N, FeatureDensity, compressed_bits, denoising_errors, multiscale_sigmas
-
-
-class Score(str, enum.Enum):
-    ELBO = "elbo"
-    IWAE = "iwae"
-    ENERGY = "energy"
-    TILTED = "tilted"
-    TEXTURE = "texture"  # a Denoising-EBM's −U_c(x, σ = 0.05)
-    COMPLEXITY = "complexity"  # log p(x) + L(x)·ln 2
-    MULTISCALE = "multiscale"  # mixture log-density of the denoising errors at several σ
-    COMBINED = "combined"  # mixture log-density of all the run's statistics
+from .ood_features import (FIT_N, FeatureDensity, compressed_bits, denoising_errors, elbo_terms, likelihood_regret,
+                           multiscale_sigmas)
 
 
 FITTED = (Score.MULTISCALE, Score.COMBINED)  # scores whose density is fitted on training images first
 
 SCORE_LABELS = {Score.ELBO: "ELBO (nats)", Score.IWAE: "importance-weighted bound, K samples (nats)",
-                Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)", Score.TEXTURE: "−U_c(x, σ = 0.05)",
+                Score.REGRET: "−likelihood regret (nats)", Score.ENERGY: "−E(x)", Score.TILTED: "ELBO − E(x)",
+                Score.TEXTURE: "−U_c(x, σ = 0.05)",
                 Score.COMPLEXITY: "log p(x) + L(x)·ln 2 (nats)",
                 Score.MULTISCALE: "log-density of the denoising errors", Score.COMBINED: "log-density of the statistics"}
 
@@ -115,11 +110,11 @@ class Scorer:
 
 
 def likelihood_scores(base: BaseModel) -> list[Score]:
-    """The likelihood scores a base offers: elbo where it has a log-likelihood (bound), iwae where that bound
-    takes importance samples, complexity with either. A flat PixelBox has none: its log p_base(x) is the same
+    """The likelihood scores a base offers: elbo where it has a log-likelihood (bound), iwae and regret where
+    it is a VAE's, complexity with either. A flat PixelBox has none: its log p_base(x) is the same
     for every x."""
     scores = [Score.ELBO] if Capability.LIKELIHOOD in base.capabilities else []
-    scores += [Score.IWAE] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else []
+    scores += [Score.IWAE, Score.REGRET] if Capability.IMPORTANCE_WEIGHTED in base.capabilities else []
     return scores + [Score.COMPLEXITY] * (bool(scores) and base.pixel_range is not None)  # bits of images
 
 
@@ -148,12 +143,16 @@ def parse_scores(text: str | None, scorer: Scorer) -> list[Score]:
 
 # ---------------------------------------------------------------- scoring
 
-STATISTICS = ("elbo", "iwae", "energy", "texture", "errors", "code", "bits")  # per image, in the order computed
+STATISTICS = ("elbo", "iwae", "terms", "regret", "energy", "texture", "errors", "code", "bits")  # in the order computed
 
 
 def combined_columns(offered: list[Score]) -> list[str]:
-    """The statistics the combined score models for a run offering `offered` (each a column, errors L of them)."""
-    cols = ["elbo"] * (Score.ELBO in offered) + ["energy"] * (Score.ENERGY in offered) + ["bits"]
+    """The statistics the combined score models for a run offering `offered` (each a column, terms 2 and errors
+    L of them): a VAE (iwae offered) gives its ELBO as its two terms, reconstruction and KL, which tell how well
+    the image is redrawn from how typical its code is, and its likelihood regret; another likelihood base its
+    ELBO or log-likelihood."""
+    likelihood = ["terms", "regret"] if Score.IWAE in offered else ["elbo"] * (Score.ELBO in offered)
+    cols = likelihood + ["energy"] * (Score.ENERGY in offered) + ["bits"]
     return cols + ["errors", "code"] * (Score.MULTISCALE in offered)  # a Denoising-EBM: its errors and code
 
 
@@ -164,7 +163,7 @@ def fitted_features(stats: dict[str, np.ndarray], score: Score, offered: list[Sc
 
 
 def needed_statistics(scores: list[Score], offered: list[Score]) -> set[str]:
-    """The per-image statistics (elbo, iwae, energy, texture, bits, errors, code) that `scores` are made of."""
+    """The per-image statistics (STATISTICS) that `scores` are made of."""
     need = set()
     for s in scores:
         if s is Score.COMPLEXITY:
@@ -184,25 +183,32 @@ def needed_statistics(scores: list[Score], offered: list[Score]) -> set[str]:
 def compute_statistics(scorer: Scorer, x: Tensor, need: set[str], generator: torch.Generator | None = None,
                        batch: int = BATCH, iw_samples: int = IW_SAMPLES, quiet: bool = True,
                        desc: str = "scores") -> dict[str, np.ndarray]:
-    """The statistics `need` names of images x, batch by batch under no_grad: float64 (N,), errors (N, L).
+    """The statistics `need` names of images x, batch by batch under no_grad (regret takes its own gradients):
+    float64 (N,), terms (N, 2) as (−log p(x | z), KL), errors (N, L).
 
     x: uint8 (N, C, H, W), mapped to the model's pixel range per batch, or floats already in it.
-    Random draws (z ~ q(z | x), the denoisers' ε) come from `generator`, on the model's device.
+    Random draws (z ~ q(z | x), the denoisers' ε) come from one generator per statistic on the model's device,
+    seeded from `generator` (one draw) and the statistic's name.
     """
     model, base = scorer.model, scorer.base
     device = device_of(model)
     sigmas = multiscale_sigmas(model.sigmas) if "errors" in need else None
-    order = [k for k in STATISTICS if k in need]  # a fixed order: each statistic's random draws are the same every run
+    order = [k for k in STATISTICS if k in need]
+    # a statistic's draws are the same whatever else is computed beside it
+    root = int(torch.randint(2**62, (1,), generator=generator, device=generator.device if generator else None))
+    gens = {k: torch.Generator(device).manual_seed((root + zlib.crc32(k.encode())) % 2**62) for k in order}
     parts: dict[str, list] = {k: [] for k in order}
     for lo in tqdm(range(0, len(x), batch), desc=desc, disable=quiet, leave=False):
         raw = x[lo:lo + batch].to(device)
         xb = to_model_range(raw, base.pixel_range) if raw.dtype == torch.uint8 else raw.float()
-        got = {"elbo": lambda: base.log_likelihood(xb, generator),
-               "iwae": lambda: base.log_likelihood(xb, generator, n_importance=iw_samples),
-               "energy": lambda: model.data_energy(xb, generator),
-               "texture": lambda: -model.ood_score(xb, generator=generator),
-               "errors": lambda: denoising_errors(model, xb, sigmas, generator),
-               "code": lambda: model.code_log_density(xb, generator),
+        got = {"elbo": lambda: base.log_likelihood(xb, gens["elbo"]),
+               "iwae": lambda: base.log_likelihood(xb, gens["iwae"], n_importance=iw_samples),
+               "terms": lambda: elbo_terms(base, xb, gens["terms"]),
+               "regret": lambda: likelihood_regret(base, xb, gens["regret"]),
+               "energy": lambda: model.data_energy(xb, gens["energy"]),
+               "texture": lambda: -model.ood_score(xb, generator=gens["texture"]),
+               "errors": lambda: denoising_errors(model, xb, sigmas, gens["errors"]),
+               "code": lambda: model.code_log_density(xb, gens["code"]),
                "bits": lambda: torch.from_numpy(compressed_bits(
                    raw if raw.dtype == torch.uint8 else to_uint8(raw, base.pixel_range)))}
         for k in order:
@@ -224,7 +230,7 @@ def scores_from(stats: dict[str, np.ndarray], scores: list[Score], offered: list
             out[s] = log_p + stats["bits"] * math.log(2)
         elif s is Score.TILTED:
             out[s] = stats["elbo"] - stats["energy"]
-        elif s in (Score.ENERGY, Score.TEXTURE):
+        elif s in (Score.ENERGY, Score.TEXTURE, Score.REGRET):
             out[s] = -stats[s.value]
         else:
             out[s] = stats[s.value]

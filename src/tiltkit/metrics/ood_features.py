@@ -7,6 +7,10 @@
 - `denoising_errors`: log of the mean squared error of a noise-conditional denoiser at several σ, the
   statistics of multiscale score matching (Mahmood et al., ICLR 2021, "Multiscale Score Matching for
   Out-of-Distribution Detection"): ‖x − r(x + σε, σ)‖² = σ⁴‖s(x + σε, σ) + ε/σ‖² ties them to the score norms.
+- `elbo_terms` and `likelihood_regret`: a VAE's ELBO as its two terms, how well x is redrawn and how typical
+  its code is, and the ELBO its encoder leaves on the table for x (Xiao, Yan & Amit, NeurIPS 2020,
+  "Likelihood Regret: An Out-of-Distribution Detection Score For Variational Auto-encoder"): an amortized
+  encoder fits images like its training data, not others.
 - `FeatureDensity`: per-image statistics standardized and modelled by a Gaussian mixture (scikit-learn)
   fitted on in-distribution *training* images only, its number of components picked by BIC on those same
   images; the score is the mixture's log-density. The rows are put in a canonical order before fitting, so
@@ -24,6 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..generators.bounds import elbo, gaussian_kl
+
+REGRET_STEPS, REGRET_LR, REGRET_DRAWS = 30, 0.05, 8  # Adam on q's parameters per image; draws of each ELBO
 MULTISCALE_LEVELS = 10  # σ levels of the denoising errors, geometric over the trained ladder
 COMPONENTS = (1, 2, 4, 8)  # mixture sizes BIC chooses from
 FIT_N = 5000  # in-distribution training images a density is fitted on (all of them when fewer)
@@ -50,6 +57,43 @@ def compressed_bits(x: Tensor, compressor: Compressor = Compressor.PNG) -> np.nd
             size = buf.tell()
         out[i] = 8 * size
     return out
+
+
+def elbo_terms(vae, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(B, 2): (−log p(x | z), KL(q(z | x) ‖ N(0, I))) of a VAE (posterior, log_p_x), one z ~ q(z | x) from
+    `generator`; ELBO = −rec − kl."""
+    return torch.stack(elbo(*vae.posterior(x), lambda z: vae.log_p_x(x, z), generator)[1:], 1)
+
+
+def likelihood_regret(vae, x: Tensor, generator: torch.Generator | None = None, steps: int = REGRET_STEPS,
+                      lr: float = REGRET_LR, draws: int = REGRET_DRAWS) -> Tensor:
+    """Likelihood regret of a VAE, (B,) nats (Xiao, Yan & Amit 2020):
+
+        R(x) = max_q ELBO(x; q) − ELBO(x; q_φ(· | x)),
+
+    the ELBO gained by fitting q = N(m, diag eᵛ) to x alone instead of taking the encoder's. (m, v) start at the
+    encoder's output and take `steps` Adam steps at `lr` on a one-draw ELBO; the paper refits the encoder's
+    weights per image, and fitting q's parameters directly is the same search over a family that contains
+    every encoder output. Both ELBOs average the same `draws` draws of z (common random numbers), so their
+    difference carries little sampling noise. All draws come from `generator`; the VAE's weights get no grad.
+    """
+    mean0, log_var0 = (t.detach() for t in vae.posterior(x))
+    shared = torch.randn((draws, *mean0.shape), generator=generator, device=mean0.device, dtype=mean0.dtype)
+
+    def mean_elbo(m: Tensor, v: Tensor) -> Tensor:
+        log_p = torch.stack([vae.log_p_x(x, m + (0.5 * v).exp() * e) for e in shared]).mean(0)
+        return log_p - gaussian_kl(m, v)
+
+    m, v = mean0.clone().requires_grad_(True), log_var0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([m, v], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            e = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
+            loss = -(vae.log_p_x(x, m + (0.5 * v).exp() * e) - gaussian_kl(m, v)).sum()
+            m.grad, v.grad = torch.autograd.grad(loss, [m, v])
+            opt.step()
+    with torch.no_grad():
+        return mean_elbo(m, v) - mean_elbo(mean0, log_var0)
 
 
 def multiscale_sigmas(ladder: Tensor, levels: int = MULTISCALE_LEVELS) -> Tensor:

@@ -10,13 +10,17 @@ For levels σ_1 > … > σ_L, Algorithm 1 takes T steps at each, with a step tha
 
     α_i = ε · σ_i² / σ_L²,      x ← x + (α_i / 2)·s(x, σ_i) + √α_i · z,   z ~ N(0, I),
 
-so each level's chain targets q_{σ_i} and hands its state to the next, sharper one. `final_denoise` ends
+so each level's chain targets q_{σ_i} and hands its state to the next, sharper one. The step is stable only
+for ε < 4σ_L²: along a direction the denoiser ignores (r locally constant, s = −δ/σ_i²), the distance δ to
+its output follows δ ← (1 − ε / (2σ_L²))·δ + noise at every level, which diverges once |1 − ε/(2σ_L²)| ≥ 1;
+a larger ε draws a RuntimeWarning (a clamp box then holds the pixels at its edges). `final_denoise` ends
 with x ← r(x, σ_L) = x + σ_L²·s(x, σ_L) (the noise of the last level removed; Jolicoeur-Martineau et al.
 2021). The score function is evaluated without gradients: a forward pass of the denoiser per step.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,6 +62,11 @@ def annealed_langevin(score_fn: ScoreFn, x: Tensor, sigmas: Tensor, steps: int, 
     per chain (a finite stand-in: this sampler has no energy); trajectory: x every `trajectory_every` steps.
     """
     sigma_last = sigmas[-1]
+    if step_size >= 4 * float(sigma_last) ** 2:
+        warnings.warn(f"step_size {step_size:g} ≥ 4σ_L² = {4 * float(sigma_last) ** 2:g}: annealed Langevin diverges "
+                      f"along directions the denoiser ignores (each step scales them by "
+                      f"{1 - step_size / (2 * float(sigma_last) ** 2):.2f}); use a step_size below 4σ_L²",
+                      RuntimeWarning, stacklevel=2)
     frames, k = ([x.clone()] if return_trajectory else None), 0
     for sigma in sigmas:
         alpha = step_size * float(sigma / sigma_last) ** 2
