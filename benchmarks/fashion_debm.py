@@ -351,7 +351,8 @@ def section(r: dict) -> str:
     timing_line = (f"Time for {t['n']} samples: the selected sampler ({t['selected_steps']}) {t['selected_seconds']} s; "
                    f"the paper's two-stage chain, {t['steps']} Langevin steps in all, {t['two_stage_seconds']} s; "
                    f"pixel-only from uniform noise {t['pixel_only_seconds']} s." if t else "Timing: not yet run.")
-    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in st.items())
+    times = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" + (f" ({v['threads']} thread{'s' * (v['threads'] != 1)})"
+                                                            if "threads" in v else "") for k, v in st.items())
     checks = "; ".join(f"{k}: {'met' if ok else 'NOT met' if ok is False else 'not yet run'}"
                        for k, ok in r["checks"].items())
     return (f"{r['date']}, commit {r['commit']}, {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Data: "
