@@ -53,7 +53,7 @@ from tiltkit.metrics.fid import FeatureStats, frechet_distance
 from tiltkit.metrics.image_eval import Metric, classifier_for, embed
 from tiltkit.metrics.ood import detection_metrics, draw_sets
 from tiltkit.metrics.ood import pick
-from tiltkit.samplers import AnnealedConfig, SamplerConfig, annealed_langevin
+from tiltkit.samplers import AnnealedConfig, SamplerConfig
 from tiltkit.training import train_debm
 
 RECIPE = ROOT / "configs" / "fashion_debm.yaml"
@@ -129,10 +129,7 @@ def select(out: Path, source: DataSource) -> dict:
     k = min(semantic, key=semantic.get)
     texture = []
     for a in SELECT_TEXTURE:
-        g = torch.Generator().manual_seed(3)
-        levels = model.texture_levels(a)
-        start = images[k] + levels[0] * torch.randn(images[k].shape, generator=g)
-        x = annealed_langevin(model.score, start, levels, a.steps, a.step_size, g, a.final_denoise, a.clamp).noise
+        x = model.refine(images[k], a, torch.Generator().manual_seed(3)).noise
         texture.append({**to_dict(a), "fid": round(fid(x), 4)})
     best = min(texture, key=lambda t: t["fid"])
     return {"n": SELECT_N, "reference": f"{SELECT_REF} training images", "semantic_fid": semantic,

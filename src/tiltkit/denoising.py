@@ -238,14 +238,22 @@ class DenoisingEBM(nn.Module):
         return torch.logspace(math.log10(annealed.sigma_start), math.log10(low), annealed.levels,
                               device=self.sigmas.device) if annealed.levels > 1 else self.sigmas[-1:].clone()
 
+    def refine(self, x0: Tensor, annealed: AnnealedConfig, generator: torch.Generator | None = None,
+               return_trajectory: bool = False, every: int = 1) -> SampleResult:
+        """The annealed texture stage from images x0 (B, C, H, W): annealed Langevin on the score s(x, σ) down
+        `texture_levels(annealed)` from x0 + σ_start·n, n ~ N(0, I) (samplers/annealed.py)."""
+        levels = self.texture_levels(annealed)
+        start = x0 + levels[0] * nz.randn(x0.shape, generator, x0)
+        return annealed_langevin(self.score, start, levels, annealed.steps, annealed.step_size, generator,
+                                 annealed.final_denoise, annealed.clamp, return_trajectory, every)
+
     def sample(self, n: int, latent_sampler: SamplerConfig | None, pixel_sampler: SamplerConfig | AnnealedConfig,
                generator: torch.Generator | None = None, sigma: float | Tensor | None = None,
                z0: Tensor | None = None, return_trajectory: bool = False, every: int = 1) -> TwoStageSample:
         """Two-stage sampling (§4.2): `latent_sampler` on U_s(·, σ) from z⁰ (eq. 15; z⁰ from the code prior
         unless given; None: no semantic chain, z_K = z⁰), x⁰ = h_γ(z_K), then the texture stage from x⁰:
         - a SamplerConfig: the paper's chain on U_c(·, σ) (eq. 16);
-        - an AnnealedConfig: annealed Langevin on the score s(x, σ) down `texture_levels` from
-          x⁰ + σ_start·n, n ~ N(0, I) (samplers/annealed.py).
+        - an AnnealedConfig: `refine`, annealed Langevin on the score s(x, σ) from x⁰ + σ_start·n.
 
         sigma: the level of U_s and U_c, one for every chain, a tensor (n,) of levels, or None: each chain
         draws its own from the ladder (as the training chains do). Langevin here is tiltkit's
@@ -263,11 +271,7 @@ class DenoisingEBM(nn.Module):
         with torch.no_grad():
             x0 = self.decode(stage1.noise)
         if isinstance(pixel_sampler, AnnealedConfig):
-            levels = self.texture_levels(pixel_sampler)
-            start = x0 + levels[0] * nz.randn(x0.shape, generator, x0)
-            stage2 = annealed_langevin(self.score, start, levels, pixel_sampler.steps, pixel_sampler.step_size,
-                                       generator, pixel_sampler.final_denoise, pixel_sampler.clamp,
-                                       return_trajectory, every)
+            stage2 = self.refine(x0, pixel_sampler, generator, return_trajectory, every)
         else:
             stage2 = pixel_sampler.run(lambda x: self.texture_energy(x, sigma, generator=generator), x0, generator,
                                        return_trajectory=return_trajectory, trajectory_every=every)

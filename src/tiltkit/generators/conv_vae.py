@@ -29,7 +29,7 @@ from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
 from .base import Capability
-from .bounds import LOG_2PI, elbo, importance_weighted_bound
+from .bounds import LOG_2PI, elbo_loss, vae_log_likelihood
 from .nets import image_decoder, image_encoder, split_size
 
 
@@ -110,16 +110,11 @@ class ConvVAE(nn.Module):
         return -self.reconstruction_nll(x, self.decoder(z))
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        bound, rec, kl = elbo(*self.posterior(x), lambda z: self.log_p_x(x, z), generator)
-        loss = -bound.mean()
-        return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
+        return elbo_loss(self, x, generator)
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,) in nats."""
-        mean, log_var = self.posterior(x)
-        if n_importance == 1:
-            return elbo(mean, log_var, lambda z: self.log_p_x(x, z), generator)[0]
-        return importance_weighted_bound(mean, log_var, lambda z: self.log_p_x(x, z), n_importance, generator)
+        return vae_log_likelihood(self, x, generator, n_importance)
 
     # -- internals ---------------------------------------------------------------------
     def sigma(self) -> Tensor:

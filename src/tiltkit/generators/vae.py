@@ -18,7 +18,7 @@ from ..outputs import LossOutput
 from ..samplers import noise as nz
 from ..samplers.noise import Noise
 from .base import Capability
-from .bounds import LOG_2PI, elbo, importance_weighted_bound
+from .bounds import LOG_2PI, elbo_loss, vae_log_likelihood
 
 
 class MLPVAE(nn.Module):
@@ -83,16 +83,11 @@ class MLPVAE(nn.Module):
         return log_p_y - self.standardize.scale.log().sum()
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        bound, rec, kl = elbo(*self.posterior(x), lambda z: self.log_p_x(x, z), generator)
-        loss = -bound.mean()
-        return LossOutput(loss, {"loss": loss.item(), "rec": rec.mean().item(), "kl": kl.mean().item()})
+        return elbo_loss(self, x, generator)
 
     def log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, n_importance: int = 1) -> Tensor:
         """ELBO (n_importance = 1) or the importance-weighted bound of Burda et al. (2016), (B,)."""
-        mean, log_var = self.posterior(x)
-        if n_importance == 1:
-            return elbo(mean, log_var, lambda z: self.log_p_x(x, z), generator)[0]
-        return importance_weighted_bound(mean, log_var, lambda z: self.log_p_x(x, z), n_importance, generator)
+        return vae_log_likelihood(self, x, generator, n_importance)
 
     def sigma(self) -> Tensor:
         return self.log_sigma.clamp_min(self.min_log_sigma).exp()

@@ -489,7 +489,7 @@ def run_ood(scorer: Scorer, in_source: DataSource, ood: list[str], scores: list[
 
     device = device_of(scorer.model)
     densities = fit_on_training(scorer, in_source, scores, seed, batch, iw_samples, quiet)
-    fit = {"fit": {"n": min(FIT_N, len(in_source.images("train"))),
+    fit = {"fit": {"n": next(iter(densities.values())).n,
                    "components": {s.value: d.components for s, d in densities.items()}}} if densities else {}
 
     def score(x: Tensor, what: str) -> dict[Score, np.ndarray]:

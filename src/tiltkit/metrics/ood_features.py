@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..generators.bounds import elbo, gaussian_kl
+from ..generators.bounds import gaussian_kl, vae_elbo
 
 REGRET_STEPS, REGRET_LR, REGRET_DRAWS = 30, 0.05, 8  # Adam on q's parameters per image; draws of each ELBO
 MULTISCALE_LEVELS = 10  # σ levels of the denoising errors, geometric over the trained ladder
@@ -62,7 +62,7 @@ def compressed_bits(x: Tensor, compressor: Compressor = Compressor.PNG) -> np.nd
 def elbo_terms(vae, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """(B, 2): (−log p(x | z), KL(q(z | x) ‖ N(0, I))) of a VAE (posterior, log_p_x), one z ~ q(z | x) from
     `generator`; ELBO = −rec − kl."""
-    return torch.stack(elbo(*vae.posterior(x), lambda z: vae.log_p_x(x, z), generator)[1:], 1)
+    return torch.stack(vae_elbo(vae, x, generator)[1:], 1)
 
 
 def likelihood_regret(vae, x: Tensor, generator: torch.Generator | None = None, steps: int = REGRET_STEPS,
@@ -128,6 +128,7 @@ class FeatureDensity:
         if not np.isfinite(f).all():
             raise ValueError("features of the training images are NaN or infinite")
         f = f[np.lexsort(f.T[::-1])]  # a canonical order: neither moments nor fit depend on the images' order
+        self.n = len(f)  # training images fitted on
         self.mean, self.std = f.mean(0), f.std(0) + 1e-8
         z = self._standardize(f)
         fits = [GaussianMixture(k, covariance_type="full", reg_covar=1e-4, n_init=2, random_state=seed).fit(z)
