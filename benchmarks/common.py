@@ -104,6 +104,11 @@ def save_results(results: dict) -> None:
     path.write_text(json.dumps({k: v for k, v in results.items() if k != "path"}, indent=1) + "\n")
 
 
+def last_metrics(run: Path) -> dict:
+    """A run's last metrics line: its step and its own training clock `time_s`, whichever process trained it."""
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
 def validation_curve(tilt_dir: Path) -> list[dict]:
     """(step, seconds, validation domain FID) at every evaluation of an energy run."""
     lines = [json.loads(x) for x in (tilt_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]

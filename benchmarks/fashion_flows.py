@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tiltkit  # noqa: E402
-from common import (ROOT, base_val_fid, cpu_model, evaluate_samples, figure, git_commit, recipe,  # noqa: E402
-                    run_stage, save_results, stage_cli, validation_curve, write_block)
+from common import (ROOT, base_val_fid, cpu_model, evaluate_samples, figure, git_commit, last_metrics,  # noqa: E402
+                    recipe, run_stage, save_results, stage_cli, validation_curve, write_block)
 from tiltkit import viz  # noqa: E402
 from tiltkit.config import TiltRunConfig, from_dict  # noqa: E402
 from tiltkit.data.images import to_uint8  # noqa: E402
@@ -80,11 +80,6 @@ def ebm_config(base: str, base_run: Path) -> TiltRunConfig:
     """The recipe's `tilt:` section for `base`, with this benchmark's CPU_SETTINGS on top."""
     _, values = recipe(RECIPES[base])
     return from_dict(TiltRunConfig, {**values, **CPU_SETTINGS[base], "base": str(base_run)}, str(RECIPES[base]))
-
-
-def last_metrics(run: Path) -> dict:
-    """A run's last metrics line: its step and its own training clock `time_s`, whichever process trained it."""
-    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ PAPER_FID = {  # Table 1: Inception FID, 10,000 samples against the test set
     "mnist": {"vae": 18.9, "vae+ebm": 16.0, "glf": 14.2, "glf+ebm": 12.1},
     "fashion-mnist": {"vae": 57.1, "vae+ebm": 38.1, "glf": 32.5, "glf+ebm": 25.3},
 }
+PAPER_DATA = ("mnist", "fashion-mnist")  # Table 1's image sets
 BASES = ("vae", "glf")
 EPOCHS, BATCH = 256, 128  # B.1: both bases
 EBM_STEPS = {"vae": 1000, "glf": 200}  # §5.4
@@ -102,9 +103,9 @@ def sample_stage(runs: dict[str, Path], out: Path, n: int, device: str) -> dict:
     return {"seconds_per_run": seconds}
 
 
-def fid_stage(samples: Path, source: DataSource, metrics: list[Metric]) -> dict:
+def fid_stage(samples: Path, source: DataSource, metrics: list[Metric], device: str) -> dict:
     loaded = np.load(samples)
-    return {key: evaluate_images(torch.from_numpy(loaded[key]), source, metrics, floor=False)["model"]
+    return {key: evaluate_images(torch.from_numpy(loaded[key]), source, metrics, floor=False, device=device)["model"]
             for key in loaded.files}
 
 
@@ -133,7 +134,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=Scale, choices=list(Scale), default=Scale.PAPER)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--data", default="mnist,fashion-mnist", help="comma-separated image sets with labels")
+    p.add_argument("--data", default=",".join(PAPER_DATA), help="comma-separated image sets with labels")
     p.add_argument("--n", type=int, help="samples per model (default 10,000; smoke 16)")
     p.add_argument("--out", type=Path, help="work folder (default runs/reproduce-SCALE)")
     p.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/reproduce_SCALE.json)")
@@ -168,7 +169,7 @@ def main() -> None:
             samples = out / slug / f"{base}-samples.npz"
             run_stage(f"{slug}:{base}:sample", results,
                       lambda: sample_stage({base: base_dir, f"{base}+ebm": tilt_dir}, samples, n, args.device))
-            run_stage(f"{slug}:{base}:fid", results, lambda: fid_stage(samples, source, metrics))
+            run_stage(f"{slug}:{base}:fid", results, lambda: fid_stage(samples, source, metrics, args.device))
             for key in (base, f"{base}+ebm"):
                 results["table"].setdefault(slug, {})[key] = results["stages"][f"{slug}:{base}:fid"][key]
     results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})

@@ -91,21 +91,23 @@ def test_layer_inverse_and_logdet_match_brute_force(name):
         assert (logdet == 0).all()
 
 
-def test_the_bounded_coupling_starts_as_the_identity_and_bounds_each_inverse_step():
-    """log σ = B·tanh(r / B): 0 for a fresh coupling (the identity), and within (−B, B) whatever the network
-    says (= −B once tanh rounds to −1), so one inverse step magnifies x_b by at most e^B; the affine coupling's 1/σ has no such bound."""
+def test_the_bounded_coupling_contracts_like_glow_and_bounds_each_inverse_step():
+    """log σ = −B·sigmoid(−(r + 2)): a fresh coupling (r = t = 0) scales x_b by exp(−B·sigmoid(−2)), and
+    whatever the network says log σ stays within (−B, 0) (= −B once the sigmoid rounds to 1), so one inverse
+    step magnifies x_b by at most e^B; the affine coupling's 1/σ has no such bound."""
     x = torch.randn(3, 4, 4, 4, generator=gen(6), dtype=F64)
     fresh = AffineCoupling(4, 8, "bounded").double()
     y, logdet = fresh(x)
-    torch.testing.assert_close(y, x)
-    assert (logdet == 0).all()
+    log_sigma = -SCALE_BOUND / (1 + math.exp(2.0))
+    torch.testing.assert_close(y, torch.cat([x[:, :2], x[:, 2:] * math.exp(log_sigma)], 1))
+    torch.testing.assert_close(logdet, torch.full((3,), 2 * 4 * 4 * log_sigma, dtype=F64))
     for coupling in ("bounded", "affine"):
         layer = AffineCoupling(4, 8, coupling).double()
         with torch.no_grad():
             layer.net[-1].bias[2:].fill_(-1e3)  # the log-scale half of the output: a very small σ
         log_scale = layer._split(x)[3]
         if coupling == "bounded":
-            assert log_scale.min() >= -SCALE_BOUND and torch.isfinite(layer.inverse(x)).all()
+            assert -SCALE_BOUND <= log_scale.min() and log_scale.max() < 0 and torch.isfinite(layer.inverse(x)).all()
             assert layer.inverse(x)[:, 2:].abs().max() <= x[:, 2:].abs().max() * math.exp(SCALE_BOUND)
         else:
             assert log_scale.min() < -900 and not torch.isfinite(layer.inverse(x)).all()

@@ -14,9 +14,9 @@ Glow layers, on (B, C, H, W), with log|det| per example:
 - AffineCoupling: x = (x_a, x_b) by channel halves, (t, r) = NN(x_a), σ = sigmoid(r + 2),
   y = (x_a, (x_b + t)·σ);                                 log|det| = Σ log σ.
   NN = conv3×3 → ReLU → conv1×1 → ReLU → zero-initialized conv3×3, so a fresh coupling is a
-  fixed scaling by sigmoid(2). σ has no lower bound, so the inverse's 1/σ can overflow; the bounded
-  coupling takes log σ = B·tanh(r / B) ∈ (−B, B) instead (a fresh one is the identity), and the
-  additive one σ = 1.
+  fixed scaling by sigmoid(2). Glow's log σ = −softplus(−(r + 2)) has no lower bound, so the inverse's
+  1/σ can overflow; the bounded coupling saturates it, log σ = −B·sigmoid(−(r + 2)) ∈ (−B, 0) (forward
+  contracting like Glow's, each inverse step magnifying by at most e^B), and the additive one σ = 1.
 - Squeeze: (C, H, W) -> (4C, H/2, W/2), each 2×2 patch to channels;  log|det| = 0.
 
 RealNVP layers, on (B, d): VectorCoupling with a binary mask m,
@@ -138,20 +138,21 @@ class InvConv1x1(nn.Module):
 
 class Coupling(str, enum.Enum):
     """Glow's coupling: `affine` scales and shifts (Glow's default, σ = sigmoid(r + 2) ∈ (0, 1)); `bounded`
-    scales by σ = exp(B·tanh(r / B)) ∈ (e^−B, e^B), so one inverse step magnifies by at most e^B; `additive`
-    only shifts (NICE; Glow paper §3.3), volume-preserving."""
+    scales by σ = exp(−B·sigmoid(−(r + 2))) ∈ (e^−B, 1), so one inverse step magnifies by at most e^B; `additive`
+    only shifts (NICE; Glow paper §3.3), volume-preserving. A two-sided bound, log σ = B·tanh(r / B), was
+    tried first: its forward pass may expand by e^B per coupling, and its training diverged (BENCHMARKS.md)."""
 
     AFFINE = "affine"
     BOUNDED = "bounded"
     ADDITIVE = "additive"
 
 
-SCALE_BOUND = 2.0  # B of the bounded coupling: |log σ| ≤ 2 per coupling
+SCALE_BOUND = 2.0  # B of the bounded coupling: −2 < log σ < 0 per coupling
 
 
 class AffineCoupling(nn.Module):
     """(x_a, x_b) -> (x_a, (x_b + t)·σ), (t, r) = NN(x_a); log|det| = Σ log σ, with log σ by `coupling`:
-    affine logsigmoid(r + 2), bounded B·tanh(r / B), additive 0 (no r)."""
+    affine logsigmoid(r + 2), bounded −B·sigmoid(−(r + 2)), additive 0 (no r)."""
 
     def __init__(self, channels: int, hidden: int, coupling: Coupling | str = Coupling.AFFINE):
         super().__init__()
@@ -170,7 +171,7 @@ class AffineCoupling(nn.Module):
             return x_a, x_b, shift, torch.zeros_like(shift)
         shift, raw = self.net(x_a).chunk(2, dim=1)
         if self.coupling is Coupling.BOUNDED:
-            return x_a, x_b, shift, SCALE_BOUND * torch.tanh(raw / SCALE_BOUND)
+            return x_a, x_b, shift, -SCALE_BOUND * torch.sigmoid(-(raw + 2.0))
         return x_a, x_b, shift, F.logsigmoid(raw + 2.0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

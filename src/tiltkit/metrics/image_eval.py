@@ -97,8 +97,9 @@ def check_shape(samples: Tensor, data: ImageData, name: str) -> None:
 
 
 def evaluate_images(samples: Tensor, source: DataSource, metrics: list[Metric], quiet: bool = True,
-                    floor: bool = True) -> dict:
-    """Metrics of uint8 samples (N, C, H, W) against the test split, and (floor) of N training images.
+                    floor: bool = True, device: str | torch.device = "cpu") -> dict:
+    """Metrics of uint8 samples (N, C, H, W) against the test split, and (floor) of N training images; the
+    Inception network runs on `device`.
 
     Returns {"model": {...}, "floor": {...}} with the keys of the metrics asked for, and (domain
     metrics) the domain classifier's accuracy on the test set.
@@ -121,7 +122,7 @@ def evaluate_images(samples: Tensor, source: DataSource, metrics: list[Metric], 
             values = domain_metrics(feats, real_feats, labels, real_labels, n_classes)
             report[key].update({k: values[k] for m in domain for k in DOMAIN_KEYS[m]})
     if Metric.INCEPTION_FID in metrics:
-        inception = InceptionFeatures()
+        inception = InceptionFeatures(device)
         test_stats = inception_stats(inception, test, "test", len(test.x), quiet)
         for key, x in sets.items():
             stats = (inception_stats(inception, train, "train", n, quiet) if key == "floor"
