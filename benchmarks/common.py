@@ -30,8 +30,12 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+    """The checkout's short commit, or "" where there is none (a copy of the tree without .git or git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return ""
 
 
 def recipe(path: Path) -> tuple[BaseRunConfig, dict]:
