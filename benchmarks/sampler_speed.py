@@ -225,6 +225,11 @@ CONV_NOTE = (
     "max-autotune and the C++ wrapper (no gain). In the autograd mode's profile the convolutions alone take "
     "about two thirds of the step, which bounds what fusing the rest can save.")
 
+def suffix(threads: int) -> str:
+    """File and section suffix of a thread count: none for the default 2 threads, `_1thread` for one, ..."""
+    return "" if threads == 2 else f"_{threads}thread" + "s" * (threads > 1)
+
+
 def write_markdown(results: list[dict], meta: dict) -> None:
     runs = ", ".join(f"{r['case']}/{r['batch']} {r['rounds']}" for r in results)
     busy = ", ".join(f"{r['case']}/{r['batch']} {r['other_processes_cpu_share']:.0%}" for r in results)
@@ -247,9 +252,11 @@ def write_markdown(results: list[dict], meta: dict) -> None:
         f"{table(results)}\n\n"
         f"- {verdict(results, 'eager/bare', 1.10)}\n- {verdict(results, 'compiled/peer', 0.75)}\n\n"
         f"{CONV_NOTE}\n\n"
-        "Reproduce: `.venv/bin/python benchmarks/sampler_speed.py` (writes `benchmarks/results/sampler_speed.json` "
-        "and this section; `--quick` for a smoke run that writes nothing).\n")
-    write_block("sampler-speed", section, "Sampler speed")
+        f"Reproduce: `.venv/bin/python benchmarks/sampler_speed.py --threads {meta['threads']}` (writes "
+        f"`benchmarks/results/sampler_speed{suffix(meta['threads'])}.json` and this section; `--quick` for a smoke "
+        "run that writes nothing).\n")
+    key = "sampler-speed" + suffix(meta["threads"]).replace("_", "-")
+    write_block(key, section, f"Sampler speed, {meta['threads']} thread" + "s" * (meta["threads"] > 1))
 
 
 def main() -> None:
@@ -283,7 +290,7 @@ def main() -> None:
     if args.quick:
         print("--quick: nothing written")
         return
-    out = ROOT / "benchmarks" / "results" / "sampler_speed.json"
+    out = ROOT / "benchmarks" / "results" / f"sampler_speed{suffix(args.threads)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({**meta, "cases": results}, indent=2) + "\n")

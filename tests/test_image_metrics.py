@@ -361,3 +361,67 @@ def test_inception_bf16_autocast_runs_in_bfloat16_and_keeps_the_feature_directio
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     assert not torch.equal(fast, exact)  # autocast is on
     assert torch.nn.functional.cosine_similarity(fast, exact).min() > 0.98
+
+
+HAS_ONNX = feat.has_onnx_runtime()
+
+
+@pytest.mark.skipif(not (HAS_INCEPTION and HAS_ONNX), reason="needs the [inception] extra with onnx, onnxruntime")
+def test_inception_onnx_runtime_gives_the_reference_features(inception, tmp_path, monkeypatch):
+    """The ONNX export of the same graph, run by ONNX Runtime in float32, reproduces the TorchScript network's
+    pool3 features to float32 rounding (measured: 2e-6 relative); it is the default on a CPU, the reference
+    stays one flag away; the export is made once and cached."""
+    monkeypatch.setenv("TILTKIT_CACHE", str(tmp_path))
+    x = _blobs(6, 2)
+    fast = feat.InceptionFeatures()
+    exact = feat.InceptionFeatures(runtime="torch")
+    assert fast.runtime is feat.InceptionRuntime.ONNX and exact.runtime is feat.InceptionRuntime.TORCH
+    got, ref = fast(x), exact(x)
+    assert got.shape == ref.shape == (6, 2048) and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    assert ((got - ref).norm() / ref.norm()).item() < 1e-5
+    exported = list((tmp_path / "inception").glob("*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+    feat.InceptionFeatures()
+    assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+@pytest.mark.skipif(not HAS_INCEPTION, reason="needs the [inception] extra")
+def test_inception_runtime_choice(monkeypatch):
+    """bf16 and non-CPU devices take the torch runtime; asking ONNX for them, or without onnxruntime, is a
+    clear error, and without onnxruntime the default falls back to torch."""
+    assert feat.InceptionFeatures(bf16=True).runtime is feat.InceptionRuntime.TORCH
+    with pytest.raises(UserError, match="float32 on the CPU"):
+        feat.InceptionFeatures(bf16=True, runtime="onnx")
+    monkeypatch.setattr(feat, "has_onnx_runtime", lambda: False)
+    assert feat.InceptionFeatures().runtime is feat.InceptionRuntime.TORCH
+    with pytest.raises(UserError, match="pip install"):
+        feat.InceptionFeatures(runtime="onnx")
+
+
+def test_inception_statistics_are_cached_per_runtime(tmp_path, monkeypatch):
+    """The test set's Inception statistics are computed once per runtime: the reference's file keeps its old
+    name, the ONNX runtime's gets a suffix, so `--exact` never reads statistics of the other runtime."""
+    from tiltkit.data.images import ImageData
+    from tiltkit.metrics.image_eval import inception_stats
+
+    monkeypatch.setenv("TILTKIT_CACHE", str(tmp_path))
+    data = ImageData(_blobs(8, 3), None, "blobs")
+    calls = []
+
+    class Fake:
+        def __init__(self, runtime, offset):
+            self.runtime, self.offset = feat.InceptionRuntime(runtime), offset
+
+        def __call__(self, x):
+            calls.append(self.runtime)
+            return x.flatten(1)[:, :4].float() + self.offset
+
+    for _ in range(2):
+        ref = inception_stats(Fake("torch", 0.0), data, "test", 8, quiet=True)
+        onnx = inception_stats(Fake("onnx", 1.0), data, "test", 8, quiet=True)
+    assert calls == [feat.InceptionRuntime.TORCH, feat.InceptionRuntime.ONNX]  # each computed once, then read
+    np.testing.assert_allclose(onnx.mu, ref.mu + 1.0)
+    names = sorted(p.name for p in (tmp_path / "inception").iterdir())
+    assert names == [f"{data.checksum()}-test-8-onnx.npz", f"{data.checksum()}-test-8.npz"]

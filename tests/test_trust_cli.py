@@ -131,6 +131,9 @@ def test_fid_of_two_sets_equals_eval_and_is_zero_for_a_set_with_itself(tmp_path,
     np.savez(tmp_path / "mu1.npz", mu=np.ones(4), sigma=np.eye(4))
     assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz"), "--metrics", "inception-fid"]) == 0
     assert json.loads(capsys.readouterr().out)["inception_fid"] == pytest.approx(4.0)  # ‖Δμ‖², equal covariances
+    assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz"), "--metrics", "inception-fid",
+                 "--exact"]) == 0
+    assert json.loads(capsys.readouterr().out)["inception_fid"] == pytest.approx(4.0)
     assert main(["fid", str(tmp_path / "mu0.npz"), str(tmp_path / "mu1.npz")]) == 2  # domain FID needs images
 
 

@@ -122,12 +122,13 @@ class Run:
         return parse_scores(scores, self.scorer)
 
     def evaluate(self, data: str | None = None, data_dir: str | None = None, metrics: str | None = None,
-                 n: int | None = None, seed: int = 0, quiet: bool = True) -> dict:
+                 n: int | None = None, seed: int = 0, quiet: bool = True, exact: bool = False) -> dict:
         """Sample-quality figures of n samples against held-out data (`tiltkit eval`), as a dict.
 
         Points (default n = 2,000): the toy metrics (MMD², EMD; modes for 25-Gaussians) against the test
         points. Images (default n = 10,000): `metrics` among fid, kid, prdc, classes (domain features, the
-        default) and inception-fid, with the floor of real training images (metrics/image_eval.py).
+        default) and inception-fid, with the floor of real training images (metrics/image_eval.py); `exact`
+        runs Inception by its reference runtime (PyTorch, float32) rather than ONNX Runtime.
         """
         source = self.data_source(data, data_dir)
         if not source.is_image and self.base.pixel_range is not None:
@@ -149,7 +150,7 @@ class Run:
         chosen, n = parse_metrics(metrics or DEFAULT_METRICS), n or 10_000
         with torch.no_grad():  # one decoded sample: a shape mismatch is reported before any long work
             check_shape(self.model.decode(self.model.sample_noise(1)), source.images("test"), source.name)
-        report = evaluate_images(self.images(n, seed, quiet=quiet), source, chosen, quiet=quiet)
+        report = evaluate_images(self.images(n, seed, quiet=quiet), source, chosen, quiet=quiet, exact=exact)
         return {"data": source.name, "source": source.images("test").source, "n": n,
                 "metrics": [m.value for m in chosen], **report}
 

@@ -1,5 +1,5 @@
 """Option values the command line checks before torch is loaded (so `tiltkit --help` answers at once):
-the precisions, the loggers, the OOD scores and the seed range. The run configs (config.py) use them from here."""
+the precisions, the loggers, the Inception runtimes, the OOD scores and the seed range. The run configs (config.py) use them from here."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ class LogBackend(str, enum.Enum):
 
     JSONL = "jsonl"  # metrics.jsonl only
     TENSORBOARD = "tensorboard"  # also RUN/tensorboard event files: scalars, and image runs' sample grids
+
+
+class InceptionRuntime(str, enum.Enum):
+    """How the FID Inception network runs (metrics/features.py)."""
+
+    TORCH = "torch"  # the TorchScript network in PyTorch, float32, eager: the reference (`--exact`)
+    ONNX = "onnx"  # the same graph exported to ONNX and run by ONNX Runtime on the CPU, float32
 
 
 class Score(str, enum.Enum):

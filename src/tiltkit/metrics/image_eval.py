@@ -9,7 +9,6 @@ the same figures for n real training images against the test set.
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,10 @@ from torch import Tensor, nn
 
 from ..data.images import IMAGE_SETS, ImageData, PixelRange, load_images, to_uint8
 from ..data.source import DataSource
+from ..choices import InceptionRuntime
 from ..errors import UserError
-from .features import DomainClassifier, InceptionFeatures, domain_classifier, domain_metrics, extract_features
+from .features import (DomainClassifier, InceptionFeatures, default_cache_dir, domain_classifier, domain_metrics,
+                       extract_features)
 from .fid import FeatureStats, frechet_distance
 
 
@@ -44,10 +45,6 @@ def parse_metrics(text: str) -> list[Metric]:
     except ValueError:
         raise UserError(f"--metrics {text!r}: expected a comma-separated list of "
                         f"{', '.join(m.value for m in Metric)}") from None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TILTKIT_CACHE", Path.home() / ".cache" / "tiltkit"))
 
 
 def classifier_for(source: DataSource, quiet: bool = True) -> DomainClassifier:
@@ -97,9 +94,9 @@ def check_shape(samples: Tensor, data: ImageData, name: str) -> None:
 
 
 def evaluate_images(samples: Tensor, source: DataSource, metrics: list[Metric], quiet: bool = True,
-                    floor: bool = True, device: str | torch.device = "cpu") -> dict:
+                    floor: bool = True, device: str | torch.device = "cpu", exact: bool = False) -> dict:
     """Metrics of uint8 samples (N, C, H, W) against the test split, and (floor) of N training images; the
-    Inception network runs on `device`.
+    Inception network runs on `device`, by its reference runtime if `exact` (else the fastest at hand).
 
     Returns {"model": {...}, "floor": {...}} with the keys of the metrics asked for, and (domain
     metrics) the domain classifier's accuracy on the test set.
@@ -122,7 +119,7 @@ def evaluate_images(samples: Tensor, source: DataSource, metrics: list[Metric], 
             values = domain_metrics(feats, real_feats, labels, real_labels, n_classes)
             report[key].update({k: values[k] for m in domain for k in DOMAIN_KEYS[m]})
     if Metric.INCEPTION_FID in metrics:
-        inception = InceptionFeatures(device)
+        inception = InceptionFeatures(device, runtime=InceptionRuntime.TORCH if exact else None)
         test_stats = inception_stats(inception, test, "test", len(test.x), quiet)
         for key, x in sets.items():
             stats = (inception_stats(inception, train, "train", n, quiet) if key == "floor"
@@ -132,8 +129,9 @@ def evaluate_images(samples: Tensor, source: DataSource, metrics: list[Metric], 
 
 
 def inception_stats(inception: InceptionFeatures, data: ImageData, split: str, n: int, quiet: bool) -> FeatureStats:
-    """Inception statistics of the first n images of a real split, cached by the set's checksum."""
-    path = cache_dir() / "inception" / f"{data.checksum()}-{split}-{n}.npz"
+    """Inception statistics of the first n images of a real split, cached by the set's checksum and the runtime."""
+    runtime = "" if inception.runtime is InceptionRuntime.TORCH else f"-{inception.runtime.value}"
+    path = default_cache_dir() / "inception" / f"{data.checksum()}-{split}-{n}{runtime}.npz"
     if path.is_file():
         return FeatureStats.load(path)
     stats = FeatureStats.from_features(extract_features(inception, data.x[:n], INCEPTION_BATCH, quiet))
@@ -166,9 +164,10 @@ def image_set(spec: str, data_dir: str | None = None, image_size: int | None = N
 
 
 def fid_between(a: str, b: str, metrics: list[Metric], domain: str | None = None, data_dir: str | None = None,
-                image_size: int | None = None, quiet: bool = True) -> dict:
+                image_size: int | None = None, quiet: bool = True, exact: bool = False) -> dict:
     """FID between image sets `a` and `b` (see `image_set`): domain FID in the features of `domain`'s classifier
-    (default: whichever of a, b is a labelled data-set name), Inception FID on the standard weights."""
+    (default: whichever of a, b is a labelled data-set name), Inception FID on the standard weights (by the
+    reference runtime if `exact`)."""
     bad = [m.value for m in metrics if m not in FID_METRICS]
     if bad:
         raise UserError(f"--metrics {','.join(bad)}: tiltkit fid computes fid (domain) and inception-fid")
@@ -188,7 +187,7 @@ def fid_between(a: str, b: str, metrics: list[Metric], domain: str | None = None
         stats = [FeatureStats.from_features(embed(clf, images[k].x)[0]) for k in ("a", "b")]
         report["domain"], report["fid"] = source, frechet_distance(*stats)
     if Metric.INCEPTION_FID in metrics:
-        inception = InceptionFeatures()
+        inception = (InceptionFeatures(runtime=InceptionRuntime.TORCH if exact else None) if images else None)
         stats = [v if isinstance(v, FeatureStats)
                  else FeatureStats.from_features(extract_features(inception, v.x, INCEPTION_BATCH, quiet))
                  for v in sets.values()]
