@@ -1,5 +1,6 @@
 """Option values the command line checks before torch is loaded (so `tiltkit --help` answers at once):
-the precisions, the loggers, the Inception runtimes, the OOD scores and the seed range. The run configs (config.py) use them from here."""
+the precisions, the loggers, the Inception runtimes, the OOD scores and the seed range. The run configs
+(config.py) use them from here."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..choices import InceptionRuntime
 from ..data.images import IMAGE_SETS, ImageData, PixelRange, load_images, to_uint8
 from ..data.source import DataSource
-from ..choices import InceptionRuntime
 from ..errors import UserError
 from .features import (DomainClassifier, InceptionFeatures, default_cache_dir, domain_classifier, domain_metrics,
                        extract_features)
