@@ -23,6 +23,7 @@ import datetime
 import torch
 
 import tiltkit
+from tiltkit import viz
 from common import (ROOT, cpu_model, git_commit, last_metrics, recipe, run_stage, save_results, stage_cli,
                     write_block)
 from tiltkit.data.source import DataSource
@@ -47,6 +48,12 @@ def check(run_dir, source: DataSource, batch: int = 500) -> dict:
     return {"draws": N_DRAWS, "nonfinite_fraction": round(1 - finite.float().mean().item(), 4),
             "far_fraction": round(far.float().mean().item(), 4),
             "test_bits_per_dim": round(bits.mean().item(), 4), "test_n": len(test)}
+
+
+def picture(run_dir, path) -> None:
+    """64 prior draws at temperature 1, as the recipe decodes them (clamped to the pixel box)."""
+    run = tiltkit.load(run_dir, device="cpu")
+    viz.save_image(viz.image_grid(run.images(64, generator=torch.Generator().manual_seed(2)), 8), path, scale=2)
 
 
 def section(r: dict) -> str:
@@ -83,7 +90,11 @@ def main() -> None:
             run_stage(stage, results, train)
         else:
             run_stage(stage, results, lambda run=run: check(run, source))
-    results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
+    for c in Coupling:
+        if f"train-{c.value}" in results["stages"] and (args.out / c.value).is_dir():
+            picture(args.out / c.value, ROOT / "docs" / f"fashion_glow_{c.value}_samples.png")
+    if stages:  # `--stages ""` only re-renders, keeping the stamp of the run that made the numbers
+        results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
     save_results(results)
     write_block("glow-coupling", section(results), "Glow's couplings: bounded scale against additive "
                 "(`benchmarks/glow_coupling.py`)")
