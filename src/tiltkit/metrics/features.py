@@ -228,6 +228,7 @@ class InceptionFeatures:
     """
 
     SIZE = 299
+    ONNX_BATCH = 25  # images per ONNX Runtime call: 0.054 s/image at 25, 0.059 at 100, 0.063 at 250 (2 threads)
 
     def __init__(self, device: str | torch.device = "cpu", channels_last: bool = True, bf16: bool = False,
                  runtime: InceptionRuntime | str | None = None):
@@ -279,7 +280,9 @@ class InceptionFeatures:
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
         if self.runtime is InceptionRuntime.ONNX:
-            feats = torch.from_numpy(self._session.run(None, {"x": self.preprocess(x).numpy()})[0])
+            u = self.preprocess(x).numpy()
+            feats = torch.from_numpy(np.concatenate([self._session.run(None, {"x": u[i:i + self.ONNX_BATCH]})[0]
+                                                     for i in range(0, len(u), self.ONNX_BATCH)]))
         else:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 feats = self.model(self.preprocess(x)).float()
