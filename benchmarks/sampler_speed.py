@@ -234,7 +234,8 @@ def write_markdown(results: list[dict], meta: dict) -> None:
     runs = ", ".join(f"{r['case']}/{r['batch']} {r['rounds']}" for r in results)
     busy = ", ".join(f"{r['case']}/{r['batch']} {r['other_processes_cpu_share']:.0%}" for r in results)
     section = (
-        f"CPU: {meta['cpu']}, {meta['threads']} threads (`torch.set_num_threads`), torch {meta['torch']}, "
+        f"CPU: {meta['cpu']}, {meta['threads']} thread{'s' * (meta['threads'] > 1)} (`torch.set_num_threads`), "
+        f"torch {meta['torch']}, "
         f"{meta['date']}. Time per Langevin step on the same U(ε) = ½‖ε‖² + E(G(ε)), same batch and "
         f"{results[0]['steps']} steps per run, parameters frozen in all of them; interleaved rounds ({runs}) in a "
         "rotating order; times are medians, ratios are medians of the per-round ratios (interquartile range of "
