@@ -4,6 +4,7 @@ resumable timed stages whose results live in one JSON file."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import re
@@ -101,6 +102,16 @@ def run_stage(name: str, results: dict, fn) -> None:
     results["stages"][name] = {"seconds": round(seconds, 1), **extra}
     print(f"[{name}] {seconds / 60:.1f} min {json.dumps(extra)[:300]}", flush=True)
     save_results(results)
+
+
+def publish(results: dict, key: str, section, heading: str, stamp: bool = True) -> None:
+    """Stamp results with today's date and the commit (`stamp`: False when nothing was run, only re-rendered),
+    save them, and write section(results) as the `key` block of BENCHMARKS.md (under `heading` when new)."""
+    if stamp:
+        results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
+    save_results(results)
+    write_block(key, section(results), heading)
+    print(section(results))
 
 
 def save_results(results: dict) -> None:

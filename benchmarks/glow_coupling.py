@@ -18,14 +18,12 @@ Writes benchmarks/results/glow_coupling.json and the `glow-coupling` section of 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 
 import torch
 
 import tiltkit
 from tiltkit import viz
-from common import (ROOT, cpu_model, git_commit, last_metrics, recipe, run_stage, save_results, stage_cli,
-                    write_block)
+from common import ROOT, cpu_model, last_metrics, publish, recipe, run_stage, stage_cli
 from tiltkit.data.source import DataSource
 from tiltkit.generators.flow import SCALE_BOUND, Coupling
 from tiltkit.training import train_base
@@ -93,12 +91,8 @@ def main() -> None:
     for c in Coupling:
         if f"train-{c.value}" in results["stages"] and (args.out / c.value).is_dir():
             picture(args.out / c.value, ROOT / "docs" / f"fashion_glow_{c.value}_samples.png")
-    if stages:  # `--stages ""` only re-renders, keeping the stamp of the run that made the numbers
-        results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
-    save_results(results)
-    write_block("glow-coupling", section(results), "Glow's couplings: bounded scale against additive "
-                "(`benchmarks/glow_coupling.py`)")
-    print(section(results))
+    publish(results, "glow-coupling", section, "Glow's couplings: bounded scale against additive "
+            "(`benchmarks/glow_coupling.py`)", stamp=bool(stages))  # `--stages ""` only re-renders
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ Writes benchmarks/results/inception_speed.json and the `inception-speed` section
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 
 import numpy as np
 import torch
 
-from common import ROOT, cpu_model, git_commit, run_stage, save_results, stage_cli, write_block
+from common import ROOT, cpu_model, publish, run_stage, stage_cli
 from tiltkit.data.source import DataSource
 from tiltkit.metrics.features import InceptionFeatures, extract_features
 from tiltkit.metrics.fid import FeatureStats, frechet_distance
@@ -93,11 +92,8 @@ def main() -> None:
     for stage in stages:
         fn = speed if stage == "speed" else lambda t, path=stage.removeprefix("fid-"): fid(path, t)
         run_stage(stage, results, lambda fn=fn: fn(test))
-    results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
-    save_results(results)
-    write_block("inception-speed", section(results), "Inception features: fast paths against float32 "
-                "(`benchmarks/inception_speed.py`)")
-    print(section(results))
+    publish(results, "inception-speed", section, "Inception features: fast paths against float32 "
+            "(`benchmarks/inception_speed.py`)", stamp=bool(stages))
 
 
 if __name__ == "__main__":

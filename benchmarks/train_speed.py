@@ -17,12 +17,11 @@ Writes benchmarks/results/train_speed.json and the `train-speed` section of BENC
 from __future__ import annotations
 
 import dataclasses
-import datetime
 
 import torch
 
-from common import (ROOT, base_val_fid, cpu_model, git_commit, last_metrics, recipe, run_stage, save_results,
-                    stage_cli, validation_curve, write_block)
+from common import (ROOT, base_val_fid, cpu_model, last_metrics, publish, recipe, run_stage, stage_cli,
+                    validation_curve)
 from tiltkit.config import TiltRunConfig, from_dict
 from tiltkit.data.source import DataSource
 from tiltkit.training import train_base, train_tilt
@@ -62,11 +61,8 @@ def main() -> None:
                 return {"train_seconds": last_metrics(run)["time_s"], "val_fid": best["val_fid"],
                         "best_step": best["step"], "curve": curve}
         run_stage(stage, results, fn)
-    results.update({"date": datetime.date.today().isoformat(), "commit": git_commit()})
-    save_results(results)
-    write_block("train-speed", section(results), "Training speed: the Fashion-MNIST recipe's VAE and EBM stages "
-                "(`benchmarks/train_speed.py`)")
-    print(section(results))
+    publish(results, "train-speed", section, "Training speed: the Fashion-MNIST recipe's VAE and EBM stages "
+            "(`benchmarks/train_speed.py`)", stamp=bool(stages))
 
 
 def section(r: dict) -> str:
