@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, git_commit
+from common import ROOT, git_commit, mean_step_seconds
 from reproduce import Scale, base_options
 from tiltkit.config import BaseRunConfig, from_dict
 from tiltkit.data.source import DataSource
@@ -47,10 +47,7 @@ def main() -> None:
         opts = base_options(Scale.PAPER, base, "fashion-mnist", len(source.images("train").x), dev)
         cfg = from_dict(BaseRunConfig, opts | {"steps": steps, "checkpoint_every": steps}, base)
         train_base(cfg, args.out / base, quiet=True)
-        t = [json.loads(line)["time_s"] for line in (args.out / base / "metrics.jsonl").read_text().splitlines()
-             if '"event"' not in line]
-        k = len(t) // 5
-        res[f"{base}_library_ms"] = round(1e3 * (t[-1] - t[k]) / (len(t) - 1 - k), 3)
+        res[f"{base}_library_ms"] = round(1e3 * mean_step_seconds(args.out / base), 3)
 
         model = build_base(cfg, source.images("train").shape).to(dev).train()
         x = source.tensor("train", None, model.pixel_range).to(dev)

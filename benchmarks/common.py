@@ -124,6 +124,15 @@ def last_metrics(run: Path) -> dict:
     return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+def mean_step_seconds(run: Path) -> float:
+    """A run's mean step time after its first fifth of steps, from its own clock (a step's time is logged
+    before any checkpoint of that step is written)."""
+    times = [r["time_s"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if "step" in r and "event" not in r]
+    k = len(times) // 5
+    return (times[-1] - times[k]) / (len(times) - 1 - k)
+
+
 def validation_curve(tilt_dir: Path) -> list[dict]:
     """(step, seconds, validation domain FID) at every evaluation of an energy run."""
     lines = [json.loads(x) for x in (tilt_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]

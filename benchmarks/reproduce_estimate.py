@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import tiltkit
-from common import ROOT, cpu_model, git_commit, write_block
+from common import ROOT, cpu_model, git_commit, mean_step_seconds, write_block
 from reproduce import BASES, EBM_STEPS, PAPER_DATA, Scale, base_options, tilt_options
 from tiltkit.config import BaseRunConfig, TiltRunConfig, from_dict
 from tiltkit.data.source import DataSource
@@ -51,10 +51,7 @@ def timed(fn) -> float:
 def train_estimate(train, cfg, run: Path, full_steps: int) -> dict:
     """Train cfg (its shortened steps) into run; its wall time, mean step and the full-length estimate."""
     wall = timed(lambda: train(cfg, run, quiet=True))
-    times = [r["time_s"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-             if "step" in r and "event" not in r]
-    k = len(times) // 5  # the mean step after the first fifth (a step's time is logged before any checkpoint)
-    step = (times[-1] - times[k]) / (len(times) - 1 - k)
+    step = mean_step_seconds(run)
     return {"steps_run": cfg.steps, "wall_s": round(wall, 2), "step_s": round(step, 5), "full_steps": full_steps,
             "estimate_s": round(wall + step * (full_steps - cfg.steps), 1)}
 

@@ -242,9 +242,6 @@ class InceptionFeatures:
         on_cpu = self.device.type == "cpu" and not bf16
         self.runtime = (InceptionRuntime(runtime) if runtime is not None else
                         InceptionRuntime.ONNX if on_cpu and has_onnx_runtime() else InceptionRuntime.TORCH)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # torch ≥ 2.9 deprecates jit.load
-            self.model = torch.jit.load(str(path), map_location="cpu").eval().to(self.device)
         self.bf16 = bf16
         self._mats: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         if self.runtime is InceptionRuntime.ONNX:
@@ -254,10 +251,10 @@ class InceptionFeatures:
             if not has_onnx_runtime():
                 raise UserError("the onnx Inception runtime needs onnx and onnxruntime: pip install "
                                 "'tiltkit[inception]'")
-            self.memory_format, self._session = torch.contiguous_format, onnx_session(self.model, path)
+            self.memory_format, self._session = torch.contiguous_format, onnx_session(path)
         else:
             self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-            self.model = self.model.to(memory_format=self.memory_format)
+            self.model = load_torchscript(path).to(self.device, memory_format=self.memory_format)
 
     def preprocess(self, x: Tensor) -> Tensor:
         """uint8 (B, C, H, W) → float32 (B, 3, 299, 299) in [−1, 0.992]."""
@@ -293,9 +290,17 @@ def has_onnx_runtime() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def onnx_session(model: torch.jit.ScriptModule, weights: Path):
-    """An ONNX Runtime session (CPU, float32, torch's thread count) of the TorchScript Inception `model`,
-    exported once to <cache>/inception/ (input "x" (B, 3, 299, 299), output "f" (B, 2048, 1, 1))."""
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """The TorchScript Inception network at `path`, on the CPU, in eval mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # torch ≥ 2.9 deprecates jit.load
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def onnx_session(weights: Path):
+    """An ONNX Runtime session (CPU, float32, torch's thread count) of the TorchScript Inception at `weights`,
+    exported once to <cache>/inception/ (input "x" (B, 3, 299, 299), output "f" (B, 2048, 1, 1)); the
+    TorchScript network is loaded only to export it."""
     import onnxruntime
 
     path = default_cache_dir() / "inception" / f"{weights.stem}-{weights.stat().st_size}.onnx"
@@ -304,7 +309,7 @@ def onnx_session(model: torch.jit.ScriptModule, weights: Path):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated in torch ≥ 2.9, and says so
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(1, 3, InceptionFeatures.SIZE, InceptionFeatures.SIZE),), str(tmp),
+            torch.onnx.export(load_torchscript(weights), (torch.zeros(1, 3, InceptionFeatures.SIZE, InceptionFeatures.SIZE),), str(tmp),
                               dynamo=False, input_names=["x"], output_names=["f"], opset_version=17,
                               dynamic_axes={"x": {0: "batch"}, "f": {0: "batch"}})
         os.replace(tmp, path)
